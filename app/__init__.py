@@ -1,0 +1,53 @@
+"""The application factory: a table of contents for the service."""
+import logging
+
+from flask import Flask
+
+from . import cli, config, requests
+from .api import CommaList
+from .errors import register_error_handlers
+from .extensions import api
+
+API_SETTINGS = {
+    "API_TITLE": "Causeloop API",
+    "API_VERSION": "v1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",
+    "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True, "displayRequestDuration": True},
+    "API_SPEC_OPTIONS": {
+        "info": {"description": "Track failures and the recurring causes behind them."},
+        "components": {"securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+    },
+}
+
+
+def create_app(overrides=None):
+    from blueprints import auth, issues, meta, patterns
+    from models import db, make_database
+
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.config.update(config.from_env())
+    app.config.update(API_SETTINGS)
+    app.config.update(overrides or {})
+    config.check_secret(app.config)
+    logging.basicConfig(level=app.config["LOG_LEVEL"],
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    db.initialize(make_database(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"] or 10))
+    requests.init_app(app)
+    register_error_handlers(app)
+    api.init_app(app)
+    api.register_field(CommaList, "string", None)
+    for module in (meta, auth, issues, patterns):
+        api.register_blueprint(module.blp)
+    app.register_blueprint(meta.docs_assets)
+    cli.init_app(app)
+
+    if app.config["USE_MOCK"]:
+        cli.prepare_mock_database()
+    return app

@@ -1,0 +1,116 @@
+"""The thin project layer over flask-smorest: Api, Blueprint, request parsing and shared fields."""
+import datetime
+
+import flask_smorest
+import marshmallow as ma
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
+
+from .auth import require_scope
+from .errors import ErrorSchema, handle_http_exception
+
+
+class Parser(FlaskParser):
+    """webargs parser: 400 on bad input, unknown fields refused everywhere, JSON bodies only."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": ma.RAISE,
+        "querystring": ma.RAISE,
+    }
+
+    def _raw_load_json(self, req):
+        if not req.get_data(cache=True):
+            return core.missing
+        if not is_json_request(req):
+            flask_smorest.abort(400, message="Request body must be JSON (Content-Type: application/json)",
+                                messages={"json": ["Content-Type must be application/json."]})
+        return core.parse_json(req.get_data(cache=True))
+
+
+class Api(flask_smorest.Api):
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error):
+        return handle_http_exception(error)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = Parser()
+
+    def __init__(self, *args, protector=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._protector = protector
+
+    def auth_required(self, scope=None):
+        """Require a bearer token (with `scope`, if given); documents the security and 401/403."""
+
+        def decorator(func):
+            guarded = require_scope(self._protector, scope)(func)
+            guarded = self.doc(security=[{"bearerAuth": [scope] if scope else []}])(guarded)
+            return self.errors(*((401, 403) if scope else (401,)))(guarded)
+
+        return decorator
+
+    def errors(self, *statuses):
+        """Document the error responses a view can give, all in the envelope."""
+
+        def decorator(func):
+            for status in statuses:
+                func = self.alt_response(status, response=_RESPONSE_NAMES[status])(func)
+            return func
+
+        return decorator
+
+
+_RESPONSE_NAMES = {
+    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+    409: "CONFLICT", 413: "REQUEST_ENTITY_TOO_LARGE", 422: "UNPROCESSABLE_ENTITY",
+    429: "TOO_MANY_REQUESTS", 503: "SERVICE_UNAVAILABLE",
+}
+
+
+class Timestamp(ma.fields.DateTime):
+    """ISO-8601 UTC with a Z, to the second; input in any ISO-8601 form, stored as naive UTC."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="iso", **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        return value.replace(microsecond=0).isoformat() + "Z"
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+        return parsed
+
+
+class CommaList(ma.fields.Field):
+    """`a,b,c` in a query string -> a list of distinct choices (OR)."""
+
+    def __init__(self, choices=None, **kwargs):
+        self.choices = tuple(choices) if choices else None
+        metadata = kwargs.pop("metadata", {})
+        if self.choices:
+            metadata.setdefault("description", "Comma-separated, any of: " + ", ".join(self.choices))
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ma.ValidationError("Not a valid string.")
+        items = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+        if not items:
+            raise ma.ValidationError("Must name at least one value.")
+        if self.choices:
+            bad = [item for item in items if item not in self.choices]
+            if bad:
+                raise ma.ValidationError(
+                    f"Unknown value(s) {', '.join(bad)}; must be among: {', '.join(self.choices)}.")
+        return items
+

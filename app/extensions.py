@@ -1,0 +1,6 @@
+"""Extensions, created unbound: nothing here touches a database or the network at import."""
+from .api import Api
+from .auth import build_protector
+
+api = Api()
+protector = build_protector()

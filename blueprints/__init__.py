@@ -1,0 +1,1 @@
+"""One module per resource; each exposes `blp`, registered by create_app()."""

@@ -1,0 +1,120 @@
+"""Sign-in: exchange a Clerk session for Causeloop tokens, refresh, revoke, and who am I."""
+import marshmallow as ma
+from flask import current_app
+
+from app.api import Blueprint, Timestamp
+from app.auth import current_principal, grant_tokens, start_session
+from app.errors import ApiError
+from app.extensions import protector
+from models import Membership, RefreshToken, User, Workspace
+
+blp = Blueprint("auth", __name__, url_prefix="/v1", protector=protector,
+                description="Token exchange, refresh and revocation.")
+
+MOCK_USER_ID = "usr_01abc456"
+MOCK_WORKSPACE_ID = "ws_01abc123"
+
+
+class ExchangeSchema(ma.Schema):
+    subject_token = ma.fields.String(
+        required=True, validate=ma.validate.Length(min=1, max=16384),
+        metadata={"description": "A Clerk session JWT."})
+
+
+class RefreshSchema(ma.Schema):
+    refresh_token = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=512))
+
+
+class TokenSchema(ma.Schema):
+    access_token = ma.fields.String(required=True)
+    refresh_token = ma.fields.String(required=True)
+    token_type = ma.fields.String(required=True, metadata={"example": "bearer"})
+    expires_in = ma.fields.Integer(required=True, metadata={"example": 259200})
+    scope = ma.fields.String(required=True)
+    workspace_id = ma.fields.String(required=True)
+
+
+class RevokedSchema(ma.Schema):
+    revoked = ma.fields.Boolean(required=True)
+
+
+class UserSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    email = ma.fields.String(allow_none=True)
+    name = ma.fields.String(allow_none=True)
+    created_at = Timestamp(required=True)
+
+
+class WorkspaceSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    organization_id = ma.fields.String(required=True)
+    created_at = Timestamp(required=True)
+
+
+class MeSchema(ma.Schema):
+    user = ma.fields.Nested(UserSchema, required=True)
+    workspace = ma.fields.Nested(WorkspaceSchema, required=True)
+    role = ma.fields.String(required=True)
+    scopes = ma.fields.List(ma.fields.String(), required=True)
+
+
+def invalid_grant(message):
+    return ApiError(401, message, code="invalid_grant")
+
+
+def verify_subject_token(subject_token):
+    """The Clerk session's (user id, workspace id); raises invalid_grant when it is refused."""
+    if current_app.config["USE_MOCK"]:
+        return MOCK_USER_ID, MOCK_WORKSPACE_ID
+    raise invalid_grant("Clerk sign-in is not configured on this server "
+                        "(set CLERK_JWT_KEY or CLERK_JWKS_URL)")
+
+
+@blp.route("/auth/exchange", methods=["POST"])
+@blp.arguments(ExchangeSchema)
+@blp.response(200, TokenSchema)
+@blp.errors(401)
+def exchange(body):
+    """Exchange a Clerk session JWT for a Causeloop access and refresh token."""
+    user_id, workspace_id = verify_subject_token(body["subject_token"])
+    membership = Membership.find(user_id, workspace_id)
+    if membership is None:
+        raise invalid_grant("The signed-in user is not a member of that workspace")
+    return start_session(user_id, workspace_id, membership.scopes)
+
+
+@blp.route("/auth/refresh", methods=["POST"])
+@blp.arguments(RefreshSchema)
+@blp.response(200, TokenSchema)
+@blp.errors(401)
+def refresh(body):
+    """Trade a refresh token for a new token pair; the old refresh token stops working."""
+    session, token_or_reason = RefreshToken.rotate(body["refresh_token"],
+                                                   current_app.config["REFRESH_TOKEN_TTL_S"])
+    if session is None:
+        raise invalid_grant(token_or_reason[0].upper() + token_or_reason[1:])
+    return {**grant_tokens(session), "refresh_token": token_or_reason}
+
+
+@blp.route("/auth/revoke", methods=["POST"])
+@blp.arguments(RefreshSchema)
+@blp.response(200, RevokedSchema)
+def revoke(body):
+    """Log out: revoke the refresh token's whole session (always 200 for a well-formed body)."""
+    row = RefreshToken.lookup(body["refresh_token"])
+    if row is not None:
+        row.session.revoke()
+    return {"revoked": True}
+
+
+@blp.route("/me")
+@blp.auth_required()
+@blp.response(200, MeSchema)
+def me():
+    """The caller: user, workspace, role and the scopes this token may use."""
+    token = current_principal()
+    membership = Membership.find(token.user_id, token.workspace_id)
+    return {"user": User.get_by_id(token.user_id),
+            "workspace": Workspace.get_by_id(token.workspace_id),
+            "role": membership.role, "scopes": token.scopes}

@@ -1,0 +1,94 @@
+"""Patterns: clusters of issues sharing a root-cause fingerprint."""
+import marshmallow as ma
+from flask import url_for
+from flask.views import MethodView
+
+from app.api import Blueprint, CommaList, Timestamp
+from app.auth import current_principal
+from app.extensions import protector
+from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
+from models import PATTERN_STATUSES, Pattern
+
+blp = Blueprint("patterns", __name__, url_prefix="/v1", protector=protector,
+                description="Patterns: issues that share a root cause, with a risk score.")
+
+Length = ma.validate.Length
+
+
+class FingerprintSchema(ma.Schema):
+    domain = ma.fields.String(required=True, validate=Length(1, 100), metadata={"example": "payments"})
+    root_cause = ma.fields.String(required=True, validate=Length(1, 100),
+                                  metadata={"example": "third_party_timeout"})
+
+
+class PatternSchema(ma.Schema):
+    id = ma.fields.String(required=True, metadata={"example": "pat_01xyz789"})
+    name = ma.fields.String(required=True)
+    description = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={"enum": list(PATTERN_STATUSES)})
+    risk_score = ma.fields.Integer(required=True, metadata={"minimum": 0, "maximum": 100})
+    issue_count = ma.fields.Integer(required=True, metadata={"description": "Linked issues (derived)."})
+    last_seen_at = Timestamp(required=True, allow_none=True,
+                             metadata={"description": "Newest linked issue's created_at (derived)."})
+    fingerprint = ma.fields.Nested(FingerprintSchema, required=True, allow_none=True)
+    tags = ma.fields.List(ma.fields.String(), required=True)
+    created_at = Timestamp(required=True)
+    updated_at = Timestamp(required=True)
+
+
+class PatternWriteFields(ma.Schema):
+    name = ma.fields.String(validate=Length(1, 200))
+    description = ma.fields.String(validate=Length(max=10_000))
+    status = ma.fields.String(validate=ma.validate.OneOf(PATTERN_STATUSES))
+    risk_score = ma.fields.Integer(validate=ma.validate.Range(0, 100))
+    fingerprint = ma.fields.Nested(FingerprintSchema, allow_none=True)
+    tags = ma.fields.List(ma.fields.String(validate=Length(1, 50)), validate=Length(max=20))
+
+
+class PatternCreateSchema(PatternWriteFields):
+    name = ma.fields.String(required=True, validate=Length(1, 200))
+
+
+class PatternQuerySchema(PageArgsSchema):
+    status = CommaList(PATTERN_STATUSES)
+    domain = CommaList(metadata={"description": "Comma-separated fingerprint domains."})
+    risk_min = ma.fields.Integer(validate=ma.validate.Range(0, 100))
+    risk_max = ma.fields.Integer(validate=ma.validate.Range(0, 100))
+    sort = sort_field(Pattern.SORTS, "-risk_score")
+
+    @ma.validates_schema
+    def risk_range(self, data, **kwargs):
+        if data.get("risk_min", 0) > data.get("risk_max", 100):
+            raise ma.ValidationError("risk_min must not exceed risk_max.", "risk_min")
+
+
+PatternListSchema = list_schema(PatternSchema, "PatternList")
+
+
+@blp.route("/patterns")
+class Patterns(MethodView):
+    @blp.auth_required("patterns:read")
+    @blp.arguments(PatternQuerySchema, location="query")
+    @blp.response(200, PatternListSchema)
+    def get(self, args):
+        """List patterns, riskiest first."""
+        query = Pattern.search(current_principal().workspace_id, args)
+        return paginate(query, args, sorts=Pattern.SORTS, id_field=Pattern.id)
+
+    @blp.auth_required("patterns:write")
+    @blp.arguments(PatternCreateSchema)
+    @blp.response(201, PatternSchema, headers={"Location": {"schema": {"type": "string"}}})
+    def post(self, body):
+        """Create a pattern."""
+        pattern = Pattern.create_in(current_principal().workspace_id, body)
+        return pattern, {"Location": url_for("patterns.PatternById", pattern_id=pattern.id)}
+
+
+@blp.route("/patterns/<string:pattern_id>")
+class PatternById(MethodView):
+    @blp.auth_required("patterns:read")
+    @blp.response(200, PatternSchema)
+    @blp.errors(404)
+    def get(self, pattern_id):
+        """Fetch one pattern."""
+        return Pattern.get_in_workspace(pattern_id, current_principal().workspace_id)

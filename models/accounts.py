@@ -1,0 +1,141 @@
+"""Who may call: organizations, workspaces, users, their memberships and sign-in sessions."""
+import datetime
+import hashlib
+import secrets
+
+import peewee as pw
+
+from .base import BaseModel, db, utcnow
+
+ROLE_SCOPES = {
+    "read_only": ("issues:read", "patterns:read"),
+    "viewer": ("issues:read", "patterns:read"),
+    "analyst": ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write"),
+}
+ALL_SCOPES = ROLE_SCOPES["analyst"] + ("members:write",)
+ROLE_SCOPES["tenant_admin"] = ALL_SCOPES
+ROLE_SCOPES["owner"] = ALL_SCOPES
+ROLES = tuple(ROLE_SCOPES)
+
+REFRESH_PREFIX = "clp_refresh_"
+
+
+class Organization(BaseModel):
+    ID_PREFIX = "org"
+    id = pw.CharField(primary_key=True, max_length=40)
+    name = pw.CharField(max_length=200)
+    clerk_org_id = pw.CharField(max_length=100, null=True, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Workspace(BaseModel):
+    ID_PREFIX = "ws"
+    id = pw.CharField(primary_key=True, max_length=40)
+    organization = pw.ForeignKeyField(Organization, backref="workspaces", on_delete="CASCADE")
+    name = pw.CharField(max_length=200)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class User(BaseModel):
+    ID_PREFIX = "usr"
+    id = pw.CharField(primary_key=True, max_length=40)
+    clerk_user_id = pw.CharField(max_length=100, null=True, unique=True)
+    email = pw.CharField(max_length=320, null=True)
+    name = pw.CharField(max_length=200, null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Membership(BaseModel):
+    ID_PREFIX = "mem"
+    id = pw.CharField(primary_key=True, max_length=40)
+    user = pw.ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
+    workspace = pw.ForeignKeyField(Workspace, backref="memberships", on_delete="CASCADE")
+    role = pw.CharField(max_length=20)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("user", "workspace"), True),)
+
+    @property
+    def scopes(self):
+        return ROLE_SCOPES[self.role]
+
+    @classmethod
+    def find(cls, user_id, workspace_id):
+        return cls.get_or_none((cls.user == user_id) & (cls.workspace == workspace_id))
+
+
+class AuthSession(BaseModel):
+    """One sign-in: the family of refresh tokens it rotates through, revoked as a whole."""
+
+    ID_PREFIX = "ses"
+    id = pw.CharField(primary_key=True, max_length=40)
+    user = pw.ForeignKeyField(User, on_delete="CASCADE")
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    scope = pw.TextField()
+    created_at = pw.DateTimeField(default=utcnow)
+    revoked_at = pw.DateTimeField(null=True)
+
+    @classmethod
+    def live_scopes(cls, session_id):
+        """The scopes the session's member holds now, or None once revoked or no longer a member."""
+        row = (cls.select(Membership.role)
+               .join(Membership, on=((Membership.user == cls.user)
+                                     & (Membership.workspace == cls.workspace)))
+               .where((cls.id == session_id) & cls.revoked_at.is_null())
+               .tuples().first())
+        return ROLE_SCOPES.get(row[0]) if row else None
+
+    def revoke(self):
+        (AuthSession.update(revoked_at=utcnow())
+         .where((AuthSession.id == self.id) & AuthSession.revoked_at.is_null())
+         .execute())
+
+
+def _digest(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class RefreshToken(BaseModel):
+    """A refresh token, stored only as its SHA-256; used once, then rotated."""
+
+    token_hash = pw.CharField(primary_key=True, max_length=64)
+    session = pw.ForeignKeyField(AuthSession, backref="refresh_tokens", on_delete="CASCADE")
+    expires_at = pw.DateTimeField()
+    used_at = pw.DateTimeField(null=True)
+
+    @classmethod
+    def mint(cls, session, ttl_s):
+        token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        cls.create(token_hash=_digest(token), session=session,
+                   expires_at=utcnow() + datetime.timedelta(seconds=ttl_s))
+        return token
+
+    @classmethod
+    def lookup(cls, token):
+        if not token.startswith(REFRESH_PREFIX):
+            return None
+        return cls.get_or_none(cls.token_hash == _digest(token))
+
+    @classmethod
+    def rotate(cls, token, ttl_s):
+        """Spend `token` and mint its successor. Returns (session, new token) or (None, reason).
+
+        A token presented twice means it leaked: the whole session is revoked.
+        """
+        with db.atomic():
+            row = cls.lookup(token)
+            if row is None:
+                return None, "refresh token is unknown"
+            session = row.session
+            if session.revoked_at is not None:
+                return None, "refresh token has been revoked"
+            if row.expires_at <= utcnow():
+                return None, "refresh token has expired"
+            spent = (cls.update(used_at=utcnow())
+                     .where((cls.token_hash == row.token_hash) & cls.used_at.is_null())
+                     .execute())
+            if not spent:
+                session.revoke()
+                return None, "refresh token was already used; the session has been revoked"
+            return session, cls.mint(session, ttl_s)

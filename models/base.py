@@ -1,0 +1,101 @@
+"""The database proxy, the base model and the small field types every model shares."""
+import datetime
+from urllib.parse import urlsplit
+
+import peewee as pw
+from playhouse.db_url import parse as parse_db_url
+from playhouse.pool import PooledPostgresqlDatabase
+from ulid import ULID
+
+db = pw.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 5000,
+    "foreign_keys": 1,
+    "synchronous": "normal",
+    "cache_size": -64 * 1024,
+}
+
+
+def make_database(url, pool_size=10):
+    """A peewee database for a `DATABASE_URL` (sqlite:///path, postgres:// or postgresql://)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        path = url[len("sqlite:///"):] or "causeloop.db"
+        return pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    if scheme in ("postgres", "postgresql"):
+        params = parse_db_url("postgresql" + url[len(scheme):])
+        params.setdefault("connect_timeout", 5)
+        return PooledPostgresqlDatabase(
+            params.pop("database"),
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=10,
+            prefer_psycopg3=True,
+            **params,
+        )
+    raise ValueError(f"DATABASE_URL must start with sqlite:///, postgres:// or postgresql://, got {scheme!r}")
+
+
+def utcnow():
+    """Now, in UTC, naive, to whole seconds: what the API shows is what is stored."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def new_id(prefix):
+    return f"{prefix}_{str(ULID()).lower()}"
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+    @classmethod
+    def next_id(cls):
+        return new_id(cls.ID_PREFIX)
+
+
+class ChoiceIntField(pw.SmallIntegerField):
+    """Stores one of an ordered set of names as its rank, so it sorts by meaning, not spelling."""
+
+    def __init__(self, choices, *args, **kwargs):
+        self.names = tuple(choices)
+        self.rank = {name: index for index, name in enumerate(self.names)}
+        super().__init__(*args, **kwargs)
+
+    def db_value(self, value):
+        if value is None or isinstance(value, int):
+            return value
+        return self.rank[value]
+
+    def python_value(self, value):
+        return None if value is None else self.names[value]
+
+
+class NotFound(LookupError):
+    """No such object in this workspace (another workspace's objects do not exist for it)."""
+
+    def __init__(self, kind, object_id):
+        super().__init__(f"{kind} {object_id} not found")
+        self.kind = kind
+        self.object_id = object_id
+
+
+class RuleViolation(ValueError):
+    """Well-formed input that the resource's rules do not allow (HTTP 422)."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class Conflict(ValueError):
+    """The write would duplicate something unique (HTTP 409)."""
+
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details
