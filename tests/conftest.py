@@ -1,0 +1,94 @@
+"""Fixtures: an app on a fresh database (a temporary SQLite file, or the PostgreSQL server
+named by DATABASE_URL), a test client, and real tokens for any role."""
+import os
+
+import pytest
+
+import fixtures
+from app import create_app
+from app.auth import start_session
+from models import ROLE_SCOPES, Membership, User, db
+
+TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+TEST_DATABASE_URL = os.environ.get("DATABASE_URL", "")
+ON_POSTGRES = TEST_DATABASE_URL.startswith(("postgres://", "postgresql://"))
+SEED_WORKSPACE = "ws_01abc123"
+OTHER_WORKSPACE = "ws_02def456"
+
+
+def pytest_report_header(config):
+    return f"database: {'PostgreSQL ' + TEST_DATABASE_URL if ON_POSTGRES else 'SQLite (temporary files)'}"
+
+
+@pytest.fixture(scope="session")
+def _postgres_schema():
+    """On PostgreSQL, start the session from an empty schema (migrations then run once)."""
+    if ON_POSTGRES:
+        from models import make_database
+        database = make_database(TEST_DATABASE_URL, pool_size=2)
+        with database.connection_context():
+            database.execute_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            database.execute_sql("CREATE SCHEMA public")
+        database.close_all()
+
+
+@pytest.fixture
+def database_url(tmp_path, _postgres_schema):
+    return TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'causeloop.db'}"
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build an app in mock mode on the test database, with config overrides."""
+    apps = []
+
+    def build(**overrides):
+        settings = {"TESTING": True, "USE_MOCK": True, "DATABASE_URL": database_url,
+                    "JWT_SECRET": TEST_SECRET, **overrides}
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield build
+    if not db.is_closed():
+        db.close()
+    if ON_POSTGRES:
+        db.obj.close_all()
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app()
+    if ON_POSTGRES:
+        fixtures.load_seed(reset=True)
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def token_for(app):
+    """A real access token (signed, with a live session) for a member of `workspace`."""
+
+    def mint(role="owner", workspace=SEED_WORKSPACE, user_id=None):
+        with app.app_context(), db.connection_context():
+            user_id = user_id or f"usr_test_{role}_{workspace}"
+            User.get_or_create(id=user_id, defaults={"email": f"{role}@example.test"})
+            Membership.get_or_create(user=user_id, workspace=workspace,
+                                     defaults={"id": f"mem_{user_id}", "role": role})
+            return start_session(user_id, workspace, ROLE_SCOPES[role])["access_token"]
+
+    return mint
+
+
+@pytest.fixture
+def auth(token_for):
+    """Headers for a request as a member: auth() is the seed workspace's owner."""
+
+    def headers(role="owner", workspace=SEED_WORKSPACE):
+        return {"Authorization": f"Bearer {token_for(role, workspace)}"}
+
+    return headers

@@ -1,0 +1,64 @@
+"""The OpenAPI document is valid and complete; /docs renders it from this service alone."""
+import re
+
+from openapi_spec_validator import validate
+
+
+def spec_of(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_document_is_valid_openapi_3(client):
+    spec = spec_of(client)
+    assert spec["openapi"].startswith("3.")
+    validate(spec)
+
+
+def test_every_route_is_documented(app, client):
+    documented = {(path, method.upper()) for path, item in spec_of(client)["paths"].items()
+                  for method in item if method in ("get", "post", "patch", "put", "delete")}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(("api-docs", "docs_assets", "static")):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        served |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert served and served <= documented
+
+
+def test_protected_operations_declare_bearer_security_and_errors(client):
+    spec = spec_of(client)
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    operation = spec["paths"]["/v1/issues"]["post"]
+    assert operation["security"] == [{"bearerAuth": ["issues:write"]}]
+    assert {"201", "400", "401", "403"} <= set(operation["responses"])
+    assert spec["paths"]["/v1/issues/{issue_id}"]["get"]["responses"]["404"]
+    assert "security" not in spec["paths"]["/health"]["get"]
+
+
+def test_error_responses_use_the_envelope_schema(client):
+    spec = spec_of(client)
+    response = spec["components"]["responses"]["NOT_FOUND"]
+    schema = response["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/Error")
+    assert set(spec["components"]["schemas"]["ErrorBody"]["properties"]) >= {"code", "message", "trace_id"}
+
+
+def test_list_parameters_are_documented(client):
+    params = {p["name"] for p in spec_of(client)["paths"]["/v1/issues"]["get"]["parameters"]}
+    assert {"limit", "cursor", "status", "severity", "sort"} <= params
+
+
+def test_docs_page_loads_only_local_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets
+    for asset in assets:
+        assert asset.startswith("/docs/assets/"), asset
+        with client.get(asset) as response:
+            assert response.status_code == 200
+    assert "http://" not in html and "https://" not in html
