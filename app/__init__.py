@@ -3,7 +3,7 @@ import logging
 
 from flask import Flask
 
-from . import cli, config, requests
+from . import cli, config, events, requests
 from .api import CommaList
 from .errors import register_error_handlers
 from .extensions import api
@@ -27,7 +27,7 @@ API_SETTINGS = {
 
 def create_app(overrides=None):
     from blueprints import auth, issues, meta, patterns
-    from models import db, make_database
+    from models import Issue, Pattern, db, make_database
 
     app = Flask(__name__)
     app.json.sort_keys = False
@@ -47,6 +47,8 @@ def create_app(overrides=None):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     cli.init_app(app)
+    events.init_app(app, serializers={Issue: issues.IssueSchema().dump,
+                                      Pattern: patterns.PatternSchema().dump})
 
     if app.config["USE_MOCK"]:
         cli.prepare_mock_database()

@@ -8,6 +8,7 @@ from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
 from models import ISSUE_STATUSES, SEVERITIES, Issue
+from models.issues import BULK_OPS
 
 blp = Blueprint("issues", __name__, url_prefix="/v1", protector=protector,
                 description="Issues: one failure each (an incident, a defect, a failed check).")
@@ -47,6 +48,10 @@ class IssueWriteFields(ma.Schema):
     metadata = ma.fields.Dict(keys=ma.fields.String(validate=Length(1, 100)))
 
 
+class IssueUpdateSchema(IssueWriteFields):
+    """Any subset of the writable fields; `pattern_id: null` unlinks."""
+
+
 class IssueCreateSchema(IssueWriteFields):
     title = ma.fields.String(required=True, validate=Length(1, 300))
     source = ma.fields.String(validate=Length(1, 64))
@@ -60,7 +65,39 @@ class IssueQuerySchema(PageArgsSchema):
     source = CommaList(metadata={"description": "Comma-separated sources."})
     created_after = Timestamp(metadata={"description": "Created at or after (ISO-8601)."})
     created_before = Timestamp(metadata={"description": "Created before (ISO-8601)."})
+    q = ma.fields.String(validate=Length(1, 200), metadata={
+        "description": 'Word search over title and description: words, "phrases", OR, -exclude.'})
     sort = sort_field(Issue.SORTS, "-created_at")
+
+    @ma.validates_schema
+    def date_range(self, data, **kwargs):
+        if data.get("created_after") and data.get("created_before") and \
+                data["created_after"] >= data["created_before"]:
+            raise ma.ValidationError("created_after must be before created_before.", "created_after")
+
+
+class BulkSchema(ma.Schema):
+    ids = ma.fields.List(ma.fields.String(validate=Length(1, 40)), required=True, validate=Length(1, 100))
+    op = ma.fields.String(required=True, validate=OneOf(BULK_OPS))
+    value = ma.fields.Raw(allow_none=True, metadata={
+        "description": "A status (set_status), a severity (set_severity), a pattern id (link_pattern); "
+                       "absent or null for unlink_pattern."})
+
+    @ma.validates_schema
+    def value_fits_op(self, data, **kwargs):
+        value, op = data.get("value"), data.get("op")
+        allowed = {"set_status": ISSUE_STATUSES, "set_severity": SEVERITIES}.get(op)
+        if allowed is not None and value not in allowed:
+            raise ma.ValidationError(f"Must be one of: {', '.join(allowed)}.", "value")
+        if op == "link_pattern" and not (isinstance(value, str) and 0 < len(value) <= 40):
+            raise ma.ValidationError("Must be a pattern id.", "value")
+        if op == "unlink_pattern" and value is not None:
+            raise ma.ValidationError("Must be absent or null for unlink_pattern.", "value")
+
+
+class BulkResultSchema(ma.Schema):
+    updated = ma.fields.Integer(required=True)
+    not_found = ma.fields.List(ma.fields.String(), required=True)
 
 
 IssueListSchema = list_schema(IssueSchema, "IssueList")
@@ -94,3 +131,32 @@ class IssueById(MethodView):
     def get(self, issue_id):
         """Fetch one issue."""
         return Issue.get_in_workspace(issue_id, current_principal().workspace_id)
+
+    @blp.auth_required("issues:write")
+    @blp.arguments(IssueUpdateSchema)
+    @blp.response(200, IssueSchema)
+    @blp.errors(404, 422)
+    def patch(self, changes, issue_id):
+        """Update an issue. Resolving or closing sets `resolved_at`; reopening clears it."""
+        return Issue.update_in(issue_id, current_principal().workspace_id, changes)
+
+
+@blp.route("/issues/<string:issue_id>/close", methods=["POST"])
+@blp.auth_required("issues:write")
+@blp.response(200, IssueSchema)
+@blp.errors(404)
+def close_issue(issue_id):
+    """Close an issue (shorthand for `status: closed`)."""
+    return Issue.update_in(issue_id, current_principal().workspace_id, {"status": "closed"})
+
+
+@blp.route("/issues/bulk", methods=["POST"])
+@blp.auth_required("issues:write")
+@blp.arguments(BulkSchema)
+@blp.response(200, BulkResultSchema)
+@blp.errors(422)
+def bulk_update(body):
+    """Apply one operation to up to 100 issues, in one transaction."""
+    updated, not_found = Issue.bulk_update(current_principal().workspace_id, body["ids"], body["op"],
+                                           body.get("value"))
+    return {"updated": updated, "not_found": not_found}

@@ -7,7 +7,8 @@ from app.api import Blueprint, CommaList, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
-from models import PATTERN_STATUSES, Pattern
+from blueprints.issues import IssueListSchema, IssueQuerySchema
+from models import PATTERN_STATUSES, Issue, Pattern
 
 blp = Blueprint("patterns", __name__, url_prefix="/v1", protector=protector,
                 description="Patterns: issues that share a root cause, with a risk score.")
@@ -45,6 +46,10 @@ class PatternWriteFields(ma.Schema):
     tags = ma.fields.List(ma.fields.String(validate=Length(1, 50)), validate=Length(max=20))
 
 
+class PatternUpdateSchema(PatternWriteFields):
+    """Any subset of the writable fields (the counters are derived, never written)."""
+
+
 class PatternCreateSchema(PatternWriteFields):
     name = ma.fields.String(required=True, validate=Length(1, 200))
 
@@ -54,6 +59,7 @@ class PatternQuerySchema(PageArgsSchema):
     domain = CommaList(metadata={"description": "Comma-separated fingerprint domains."})
     risk_min = ma.fields.Integer(validate=ma.validate.Range(0, 100))
     risk_max = ma.fields.Integer(validate=ma.validate.Range(0, 100))
+    q = ma.fields.String(validate=Length(1, 200), metadata={"description": "Word search over the name."})
     sort = sort_field(Pattern.SORTS, "-risk_score")
 
     @ma.validates_schema
@@ -92,3 +98,24 @@ class PatternById(MethodView):
     def get(self, pattern_id):
         """Fetch one pattern."""
         return Pattern.get_in_workspace(pattern_id, current_principal().workspace_id)
+
+    @blp.auth_required("patterns:write")
+    @blp.arguments(PatternUpdateSchema)
+    @blp.response(200, PatternSchema)
+    @blp.errors(404)
+    def patch(self, changes, pattern_id):
+        """Update a pattern."""
+        return Pattern.update_in(pattern_id, current_principal().workspace_id, changes)
+
+
+@blp.route("/patterns/<string:pattern_id>/issues")
+@blp.auth_required("issues:read")
+@blp.arguments(IssueQuerySchema(exclude=("pattern_id",)), location="query")
+@blp.response(200, IssueListSchema)
+@blp.errors(404)
+def pattern_issues(args, pattern_id):
+    """List the issues linked to a pattern (same parameters as the issue list)."""
+    workspace_id = current_principal().workspace_id
+    Pattern.get_in_workspace(pattern_id, workspace_id)
+    query = Issue.search(workspace_id, {**args, "pattern_id": [pattern_id]})
+    return paginate(query, args, sorts=Issue.SORTS, id_field=Issue.id)

@@ -1,15 +1,18 @@
 """Issues: one failure each, optionally linked to the pattern of its root cause."""
 import peewee as pw
 
+from . import events
 from .accounts import Workspace
-from .base import BaseModel, ChoiceIntField, Conflict, NotFound, RuleViolation, db, utcnow
+from .base import BaseModel, ChoiceIntField, Conflict, NotFound, RuleViolation, utcnow
 from .patterns import Pattern
+from .search import matches
 
 ISSUE_STATUSES = ("open", "in_progress", "resolved", "closed")
 SEVERITIES = ("low", "medium", "high", "critical")
 DONE_STATUSES = ("resolved", "closed")
 # An issue's own risk follows its severity until detection refines it.
 SEVERITY_RISK = {"low": 20, "medium": 45, "high": 70, "critical": 90}
+BULK_OPS = ("set_status", "set_severity", "link_pattern", "unlink_pattern")
 
 
 class Issue(BaseModel):
@@ -32,9 +35,13 @@ class Issue(BaseModel):
     resolved_at = pw.DateTimeField(null=True)
 
     class Meta:
+        # Migrations own the schema; these mirror the indexes they create.
         indexes = (
             (("workspace", "created_at", "id"), False),
-            (("pattern", "created_at"), False),
+            (("workspace", "updated_at", "id"), False),
+            (("workspace", "severity", "id"), False),
+            (("workspace", "risk_score", "id"), False),
+            (("pattern", "created_at", "id"), False),
             (("workspace", "source", "external_id"), True),
         )
 
@@ -47,34 +54,6 @@ class Issue(BaseModel):
         issue = cls.in_workspace(workspace_id).where(cls.id == issue_id).first()
         if issue is None:
             raise NotFound("Issue", issue_id)
-        return issue
-
-    @staticmethod
-    def _check_pattern(pattern_id, workspace_id):
-        if pattern_id is not None and not (
-                Pattern.in_workspace(workspace_id).where(Pattern.id == pattern_id).exists()):
-            raise RuleViolation("pattern_id", f"Pattern {pattern_id} not found in this workspace.")
-
-    @classmethod
-    def create_in(cls, workspace_id, data):
-        """Create an issue and keep its pattern's counters exact, in one transaction."""
-        fields = dict(data)
-        pattern_id = fields.pop("pattern_id", None)
-        severity = fields.setdefault("severity", "medium")
-        fields.setdefault("risk_score", SEVERITY_RISK[severity])
-        now = utcnow()
-        if fields.get("status") in DONE_STATUSES:
-            fields["resolved_at"] = now
-        with db.atomic():
-            cls._check_pattern(pattern_id, workspace_id)
-            if fields.get("external_id") is not None and cls.in_workspace(workspace_id).where(
-                    (cls.source == fields.get("source", "api"))
-                    & (cls.external_id == fields["external_id"])).exists():
-                raise Conflict("An issue with this source and external_id already exists.",
-                               external_id=fields["external_id"])
-            issue = cls.create(id=cls.next_id(), workspace=workspace_id, pattern=pattern_id,
-                               created_at=now, updated_at=now, **fields)
-            Pattern.refresh_counters([pattern_id])
         return issue
 
     @classmethod
@@ -93,7 +72,104 @@ class Issue(BaseModel):
             query = query.where(cls.created_at >= filters["created_after"])
         if filters.get("created_before"):
             query = query.where(cls.created_at < filters["created_before"])
+        if filters.get("q"):
+            query = query.where(matches(cls, filters["q"]))
         return query
+
+    @staticmethod
+    def _check_pattern(pattern_id, workspace_id):
+        if pattern_id is not None and not (
+                Pattern.in_workspace(workspace_id).where(Pattern.id == pattern_id).exists()):
+            raise RuleViolation("pattern_id", f"Pattern {pattern_id} not found in this workspace.")
+
+    @classmethod
+    def create_in(cls, workspace_id, data):
+        """Create an issue; its pattern's counters and the events commit with it."""
+        fields = dict(data)
+        pattern_id = fields.pop("pattern_id", None)
+        severity = fields.setdefault("severity", "medium")
+        fields.setdefault("risk_score", SEVERITY_RISK[severity])
+        now = utcnow()
+        if fields.get("status") in DONE_STATUSES:
+            fields["resolved_at"] = now
+        with events.transaction():
+            cls._check_pattern(pattern_id, workspace_id)
+            if fields.get("external_id") is not None and cls.in_workspace(workspace_id).where(
+                    (cls.source == fields.get("source", "api"))
+                    & (cls.external_id == fields["external_id"])).exists():
+                raise Conflict("An issue with this source and external_id already exists.",
+                               external_id=fields["external_id"])
+            issue = cls.create(id=cls.next_id(), workspace=workspace_id, pattern=pattern_id,
+                               created_at=now, updated_at=now, **fields)
+            events.record(workspace_id, "issue.created", issue=issue)
+            Pattern.links_changed(workspace_id, [pattern_id])
+        return issue
+
+    def _apply(self, changes, now):
+        """Set `changes` on this row with the lifecycle rules; returns the fields that changed."""
+        changes = dict(changes)
+        if "pattern_id" in changes:
+            changes["pattern"] = changes.pop("pattern_id")
+        changed = [name for name, value in changes.items()
+                   if (self.pattern_id if name == "pattern" else getattr(self, name)) != value]
+        if not changed:
+            return []
+        old_status = self.status
+        for name in changed:
+            setattr(self, name, changes[name])
+        if "status" in changed:
+            if self.status in DONE_STATUSES and old_status not in DONE_STATUSES:
+                self.resolved_at = now
+            elif self.status not in DONE_STATUSES:
+                self.resolved_at = None
+        if "severity" in changed:
+            self.risk_score = SEVERITY_RISK[self.severity]
+        self.updated_at = now
+        self.save()
+        return ["pattern_id" if name == "pattern" else name for name in changed]
+
+    def _record_update(self, changed, old_status):
+        events.record(self.workspace_id, "issue.updated", issue=self, changed=changed)
+        if "status" in changed:
+            events.record(self.workspace_id, "issue.status.changed", issue_id=self.id,
+                          **{"from": old_status, "to": self.status}, issue=self)
+
+    @classmethod
+    def update_in(cls, issue_id, workspace_id, changes):
+        """Apply a partial update (PATCH); returns the issue as stored."""
+        with events.transaction():
+            issue = cls.get_in_workspace(issue_id, workspace_id)
+            if changes.get("pattern_id") is not None:
+                cls._check_pattern(changes["pattern_id"], workspace_id)
+            old_status, old_pattern = issue.status, issue.pattern_id
+            changed = issue._apply(changes, utcnow())
+            if changed:
+                issue._record_update(changed, old_status)
+            if "pattern_id" in changed:
+                Pattern.links_changed(workspace_id, [old_pattern, issue.pattern_id])
+        return issue
+
+    @classmethod
+    def bulk_update(cls, workspace_id, ids, op, value):
+        """One operation on up to 100 issues, all or nothing. Returns (updated, not_found)."""
+        changes = {"set_status": {"status": value}, "set_severity": {"severity": value},
+                   "link_pattern": {"pattern_id": value}, "unlink_pattern": {"pattern_id": None}}[op]
+        wanted = list(dict.fromkeys(ids))
+        with events.transaction():
+            if op == "link_pattern":
+                cls._check_pattern(value, workspace_id)
+            found = {issue.id: issue for issue in
+                     cls.in_workspace(workspace_id).where(cls.id.in_(wanted)).order_by(cls.id)}
+            touched_patterns, now = set(), utcnow()
+            for issue in found.values():
+                old_status, old_pattern = issue.status, issue.pattern_id
+                changed = issue._apply(changes, now)
+                if changed:
+                    issue._record_update(changed, old_status)
+                if "pattern_id" in changed:
+                    touched_patterns |= {old_pattern, issue.pattern_id}
+            Pattern.links_changed(workspace_id, touched_patterns)
+        return len(found), [issue_id for issue_id in wanted if issue_id not in found]
 
 
 Issue.SORTS = {"created_at": Issue.created_at, "updated_at": Issue.updated_at,

@@ -1,8 +1,10 @@
 """Patterns: clusters of issues that share a root-cause fingerprint, with derived counters."""
 import peewee as pw
 
+from . import events
 from .accounts import Workspace
-from .base import BaseModel, NotFound, db, utcnow
+from .base import BaseModel, NotFound, utcnow
+from .search import is_postgres, matches
 
 PATTERN_STATUSES = ("active", "watching", "resolved")
 
@@ -15,7 +17,7 @@ class Pattern(BaseModel):
     description = pw.TextField(default="")
     status = pw.CharField(max_length=16, default="watching")
     risk_score = pw.SmallIntegerField(default=0)
-    # Derived from the linked issues by refresh_counters(); never written by clients.
+    # Derived from the linked issues by links_changed(); never written by clients.
     issue_count = pw.IntegerField(default=0)
     last_seen_at = pw.DateTimeField(null=True)
     fingerprint_domain = pw.CharField(max_length=100, null=True)
@@ -25,9 +27,12 @@ class Pattern(BaseModel):
     updated_at = pw.DateTimeField(default=utcnow)
 
     class Meta:
+        # Migrations own the schema; these mirror the indexes they create.
         indexes = (
             (("workspace", "risk_score", "id"), False),
             (("workspace", "created_at", "id"), False),
+            (("workspace", "issue_count", "id"), False),
+            (("workspace", "last_seen_at", "id"), False),
         )
 
     @property
@@ -48,37 +53,6 @@ class Pattern(BaseModel):
         return pattern
 
     @classmethod
-    def create_in(cls, workspace_id, data):
-        fields = dict(data)
-        fingerprint = fields.pop("fingerprint", None) or {}
-        now = utcnow()
-        with db.atomic():
-            return cls.create(
-                id=cls.next_id(), workspace=workspace_id, created_at=now, updated_at=now,
-                fingerprint_domain=fingerprint.get("domain"),
-                fingerprint_root_cause=fingerprint.get("root_cause"),
-                **fields,
-            )
-
-    @classmethod
-    def refresh_counters(cls, pattern_ids):
-        """Recompute issue_count and last_seen_at from the linked issues.
-
-        The single place these derived values are written; callers run it inside the
-        transaction that changed the links, so the counters never disagree with the rows.
-        """
-        from .issues import Issue
-
-        ids = {pid for pid in pattern_ids if pid}
-        if not ids:
-            return
-        linked = Issue.select().where(Issue.pattern == cls.id)
-        (cls.update(issue_count=linked.select(pw.fn.COUNT(Issue.id)),
-                    last_seen_at=linked.select(pw.fn.MAX(Issue.created_at)))
-         .where(cls.id.in_(sorted(ids)))
-         .execute())
-
-    @classmethod
     def search(cls, workspace_id, filters):
         """Patterns of a workspace matching the list filters of spec §4 (all optional)."""
         query = cls.in_workspace(workspace_id)
@@ -90,7 +64,71 @@ class Pattern(BaseModel):
             query = query.where(cls.risk_score >= filters["risk_min"])
         if filters.get("risk_max") is not None:
             query = query.where(cls.risk_score <= filters["risk_max"])
+        if filters.get("q"):
+            query = query.where(matches(cls, filters["q"]))
         return query
+
+    @staticmethod
+    def _fingerprint_columns(fields):
+        if "fingerprint" not in fields:
+            return fields
+        fingerprint = fields.pop("fingerprint") or {}
+        return {**fields, "fingerprint_domain": fingerprint.get("domain"),
+                "fingerprint_root_cause": fingerprint.get("root_cause")}
+
+    @classmethod
+    def create_in(cls, workspace_id, data):
+        now = utcnow()
+        with events.transaction():
+            pattern = cls.create(id=cls.next_id(), workspace=workspace_id, created_at=now,
+                                 updated_at=now, **cls._fingerprint_columns(dict(data)))
+            events.record(workspace_id, "pattern.detected", pattern=pattern, is_new=True)
+        return pattern
+
+    @classmethod
+    def update_in(cls, pattern_id, workspace_id, changes):
+        """Apply a partial update (PATCH); returns the pattern as stored."""
+        with events.transaction():
+            pattern = cls.get_in_workspace(pattern_id, workspace_id)
+            columns = cls._fingerprint_columns(dict(changes))
+            changed = sorted({"fingerprint" if name.startswith("fingerprint_") else name
+                              for name, value in columns.items() if getattr(pattern, name) != value})
+            if changed:
+                for name, value in columns.items():
+                    setattr(pattern, name, value)
+                pattern.updated_at = utcnow()
+                pattern.save()
+                events.record(workspace_id, "pattern.updated", pattern=pattern, changed=changed)
+        return pattern
+
+    @classmethod
+    def links_changed(cls, workspace_id, pattern_ids):
+        """Issues were linked to or unlinked from these patterns: recount them and say so.
+
+        The single place the derived counters are written. It runs inside the transaction that
+        changed the links, so the counters never disagree with the rows.
+        """
+        ids = cls.recount(pattern_ids)
+        for pattern in cls.select().where(cls.id.in_(ids)).order_by(cls.id):
+            events.record(workspace_id, "pattern.detected", pattern=pattern, is_new=False)
+
+    @classmethod
+    def recount(cls, pattern_ids):
+        """Set issue_count and last_seen_at from the linked issues; returns the ids recounted."""
+        from .issues import Issue
+
+        ids = sorted({pid for pid in pattern_ids if pid})
+        if not ids:
+            return ids
+        if is_postgres():
+            # Lock first: the recount below then starts after any concurrent linker committed.
+            list(cls.select(cls.id).where(cls.id.in_(ids)).order_by(cls.id).for_update())
+        linked = Issue.select().where(Issue.pattern == cls.id)
+        (cls.update(issue_count=linked.select(pw.fn.COUNT(Issue.id)),
+                    last_seen_at=linked.select(pw.fn.MAX(Issue.created_at)))
+         .where(cls.id.in_(ids))
+         .execute())
+        return ids
 
 
 Pattern.SORTS = {"risk_score": Pattern.risk_score, "issue_count": Pattern.issue_count,
