@@ -38,7 +38,7 @@ def create_app(overrides=None):
     logging.basicConfig(level=app.config["LOG_LEVEL"],
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    db.initialize(make_database(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"] or 10))
+    db.initialize(make_database(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"]))
     requests.init_app(app)
     register_error_handlers(app)
     api.init_app(app)

@@ -67,7 +67,9 @@ def from_env(environ=None):
         "STREAM_HEARTBEAT_S": _number(env, "STREAM_HEARTBEAT_S", 5.0, float, minimum=0.1),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         "MAX_CONTENT_LENGTH": _number(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-        "DB_POOL_SIZE": _number(env, "DB_POOL_SIZE", 0, minimum=0),
+        # One connection per gunicorn thread at most: a thread serves one request at a time.
+        "DB_POOL_SIZE": _number(env, "DB_POOL_SIZE", _number(env, "GUNICORN_THREADS", 32, minimum=1),
+                                minimum=1),
         "ACCESS_TOKEN_TTL_S": 72 * 3600,
         "REFRESH_TOKEN_TTL_S": 30 * 24 * 3600,
     }

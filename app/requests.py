@@ -24,8 +24,9 @@ def init_app(app):
         response.headers["X-Request-Id"] = g.get("request_id", "")
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         # request.path, never the full URL: query strings can carry tokens.
-        access_log.info("%s %s %s %.1fms request_id=%s", request.method, request.path,
-                        response.status_code, elapsed_ms, g.get("request_id", ""))
+        access_log.info("method=%s path=%s status=%s duration_ms=%.1f request_id=%s",
+                        request.method, request.path, response.status_code, elapsed_ms,
+                        g.get("request_id", ""))
         return response
 
     @app.teardown_request

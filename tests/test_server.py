@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -31,14 +32,19 @@ def procfile_command(process):
 
 
 def run_procfile_web(env, timeout=30):
+    """Start the Procfile's web process; its output goes to a file (a pipe nobody reads would
+    fill up and stall the server)."""
     command = procfile_command("web")
     command[0] = os.path.join(os.path.dirname(sys.executable), command[0])
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log
     base = f"http://127.0.0.1:{env['PORT']}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(proc.stdout.read().decode())
+            log.seek(0)
+            raise AssertionError(log.read().decode())
         try:
             requests.get(base + "/health", timeout=1)
             return proc, base
@@ -54,7 +60,8 @@ def stop(proc):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-    proc.stdout.close()
+        proc.wait()
+    proc.log.close()
 
 
 @pytest.fixture
