@@ -3,6 +3,7 @@ import click
 
 import fixtures
 from models import schema
+from models.base import release_connections
 
 
 def prepare_mock_database():
@@ -10,6 +11,7 @@ def prepare_mock_database():
     schema.migrate()
     if fixtures.is_empty():
         fixtures.load_seed()
+    release_connections()
 
 
 def init_app(app):

@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 
 import peewee as pw
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
 from ulid import ULID
 
 db = pw.DatabaseProxy()
@@ -36,6 +36,13 @@ def make_database(url, pool_size=10):
             **params,
         )
     raise ValueError(f"DATABASE_URL must start with sqlite:///, postgres:// or postgresql://, got {scheme!r}")
+
+
+def release_connections():
+    """Close idle pooled connections. Called after start-up database work in the gunicorn
+    master: a forked worker must never inherit (and share) an open connection."""
+    if isinstance(db.obj, PooledDatabase):
+        db.obj.close_idle()
 
 
 def utcnow():

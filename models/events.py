@@ -55,24 +55,29 @@ def _next_seq(workspace_id):
 
 
 def record(workspace_id, event_type, **payload):
-    """Add an event to the outbox; call inside the transaction that made the change."""
-    if not db.in_transaction():
-        raise RuntimeError("events.record() must run inside the write's transaction")
-    event = Event.create(
-        workspace=workspace_id, seq=_next_seq(workspace_id), type=event_type,
-        payload={key: _serialize(value) for key, value in payload.items()},
-        created_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None))
+    """Note an event of the write under way; it is numbered and stored when the write's
+    `transaction()` commits (and dropped if it rolls back).
+
+    The payload is serialized now, so it shows the change as it was made.
+    """
     pending = getattr(_local, "pending", None)
-    if pending is not None:
-        pending.append(event)
-    return event
+    if pending is None:
+        raise RuntimeError("events.record() must run inside events.transaction()")
+    pending.append((workspace_id, event_type, {key: _serialize(value) for key, value in payload.items()}))
+
+
+def _store(pending):
+    """Number and insert the write's events: the last step before commit, so the workspace's
+    counter row is locked only briefly, and always after any pattern row (no lock cycles)."""
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    return [Event.create(workspace=workspace_id, seq=_next_seq(workspace_id), type=event_type,
+                         payload=payload, created_at=now)
+            for workspace_id, event_type, payload in pending]
 
 
 class transaction:
-    """`db.atomic()` that hands the events it recorded to `on_commit` once committed.
-
-    Nested uses join the outermost one; a rollback drops the events with the rows.
-    """
+    """`db.atomic()` whose recorded events are stored with it and handed to `on_commit`
+    once committed. Nested uses join the outermost one; a rollback drops the events."""
 
     on_commit = None  # set by the app: callable(list[Event])
 
@@ -85,11 +90,18 @@ class transaction:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        stored = []
         try:
+            if self._outermost and exc_type is None and _local.pending:
+                try:
+                    stored = _store(_local.pending)
+                except BaseException as error:
+                    self._atomic.__exit__(type(error), error, error.__traceback__)
+                    raise
             self._atomic.__exit__(exc_type, exc, tb)
         finally:
             if self._outermost:
-                events, _local.pending = _local.pending, None
-        if self._outermost and exc_type is None and events and transaction.on_commit:
-            transaction.on_commit(events)
+                _local.pending = None
+        if stored and transaction.on_commit:
+            transaction.on_commit(stored)
         return False

@@ -122,7 +122,10 @@ class Pattern(BaseModel):
             return ids
         if is_postgres():
             # Lock first: the recount below then starts after any concurrent linker committed.
-            list(cls.select(cls.id).where(cls.id.in_(ids)).order_by(cls.id).for_update())
+            # NO KEY UPDATE does not conflict with the key-share locks that inserting a linked
+            # issue takes on the pattern row.
+            list(cls.select(cls.id).where(cls.id.in_(ids)).order_by(cls.id)
+                 .for_update("FOR NO KEY UPDATE"))
         linked = Issue.select().where(Issue.pattern == cls.id)
         (cls.update(issue_count=linked.select(pw.fn.COUNT(Issue.id)),
                     last_seen_at=linked.select(pw.fn.MAX(Issue.created_at)))

@@ -143,3 +143,32 @@ def test_outage_gives_503_then_service_resumes_by_itself(cluster):
         assert set(statuses) <= {200, 503}, set(statuses)
     finally:
         stop(proc)
+
+
+def test_concurrent_writes_on_two_workers_are_all_stored(cluster):
+    """Workers forked from a master that did start-up DB work must not share a connection."""
+    import concurrent.futures
+
+    import psycopg
+
+    env = procfile_env(cluster.url, USE_MOCK="1", WEB_CONCURRENCY="2")
+    proc, base = run_procfile_web(env)
+    try:
+        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "x"}, timeout=5).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def create(n):
+            response = requests.post(base + "/v1/issues", headers=headers, timeout=30,
+                                     json={"title": f"concurrent-{n}", "pattern_id": "pat_01xyz789"})
+            return response.status_code, response.json().get("id")
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(create, range(200)))
+    finally:
+        stop(proc)
+    assert {status for status, _ in results} == {201}
+    with psycopg.connect(cluster.url) as connection:
+        stored = {row[0] for row in connection.execute("SELECT id FROM issue WHERE title LIKE 'concurrent-%'")}
+        count = connection.execute("SELECT issue_count FROM pattern WHERE id = 'pat_01xyz789'").fetchone()[0]
+    assert stored == {issue_id for _, issue_id in results}
+    assert count == 14 + 200
