@@ -26,7 +26,7 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import auth, issues, meta, patterns
+    from blueprints import auth, issues, meta, patterns, stream
     from models import Issue, Pattern, db, make_database
 
     app = Flask(__name__)
@@ -36,7 +36,7 @@ def create_app(overrides=None):
     app.config.update(overrides or {})
     config.check_secret(app.config)
     logging.basicConfig(level=app.config["LOG_LEVEL"],
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s")
 
     db.initialize(make_database(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"]))
     requests.init_app(app)
@@ -46,6 +46,8 @@ def create_app(overrides=None):
     for module in (meta, auth, issues, patterns):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
+    app.register_blueprint(stream.blp)
+    stream.document(api.spec, app)
     cli.init_app(app)
     events.init_app(app, serializers={Issue: issues.IssueSchema().dump,
                                       Pattern: patterns.PatternSchema().dump})

@@ -4,6 +4,9 @@ import re
 
 DEV_JWT_SECRET = "causeloop-dev-secret-do-not-use-in-production"
 MIN_SECRET_BYTES = 32
+# gunicorn gthread: each open WebSocket holds a thread; HTTP_THREADS stay free for requests.
+DEFAULT_THREADS = 64
+HTTP_THREADS = 16
 _RATE_LIMIT = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", re.I)
 
 
@@ -46,6 +49,7 @@ def from_env(environ=None):
     env = os.environ if environ is None else environ
     use_mock = _flag(env, "USE_MOCK")
     debug = _flag(env, "FLASK_DEBUG")
+    threads = _number(env, "GUNICORN_THREADS", DEFAULT_THREADS, minimum=1)
     rate_limit = env.get("RATE_LIMIT", "600/minute")
     if not _RATE_LIMIT.match(rate_limit):
         raise ConfigError(f"RATE_LIMIT must look like '600/minute', got {rate_limit!r}")
@@ -67,9 +71,9 @@ def from_env(environ=None):
         "STREAM_HEARTBEAT_S": _number(env, "STREAM_HEARTBEAT_S", 5.0, float, minimum=0.1),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         "MAX_CONTENT_LENGTH": _number(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-        # One connection per gunicorn thread at most: a thread serves one request at a time.
-        "DB_POOL_SIZE": _number(env, "DB_POOL_SIZE", _number(env, "GUNICORN_THREADS", 32, minimum=1),
-                                minimum=1),
+        "STREAM_MAX_SOCKETS": _number(env, "STREAM_MAX_SOCKETS", max(1, threads - HTTP_THREADS), minimum=1),
+        # The threads that may be serving HTTP at once, plus a few for streams' short lookups.
+        "DB_POOL_SIZE": _number(env, "DB_POOL_SIZE", HTTP_THREADS + 4, minimum=1),
         "ACCESS_TOKEN_TTL_S": 72 * 3600,
         "REFRESH_TOKEN_TTL_S": 30 * 24 * 3600,
     }

@@ -4,11 +4,17 @@ Environment knobs: PORT, WEB_CONCURRENCY (workers), GUNICORN_THREADS (threads pe
 """
 import os
 
+from app.config import DEFAULT_THREADS
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '4000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Each open WebSocket holds one thread for its lifetime: leave room for plain HTTP too.
-threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+# Live events fan out across processes through PostgreSQL (LISTEN/NOTIFY). On the embedded
+# SQLite default they fan out inside one process, so that runs one worker unless told otherwise.
+_on_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "2" if _on_postgres else "1"))
+# Each open WebSocket holds one thread for its lifetime; the app caps streams per worker at
+# threads - 16 (STREAM_MAX_SOCKETS) so plain HTTP always has threads left.
+threads = int(os.environ.get("GUNICORN_THREADS", str(DEFAULT_THREADS)))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -23,3 +29,9 @@ accesslog = None
 errorlog = "-"
 # Several gunicorns on one machine (tests, benches) must not share one control socket.
 control_socket_disable = True
+
+
+def on_starting(server):
+    if workers > 1 and not _on_postgres:
+        server.log.warning("%d workers on SQLite: a live stream only sees events written by its "
+                           "own worker; use PostgreSQL (DATABASE_URL) to run several", workers)

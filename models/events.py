@@ -1,6 +1,7 @@
 """The event outbox: every change is recorded in its own transaction, numbered per workspace,
 and handed to the bus only after commit."""
 import datetime
+import random
 import threading
 
 import peewee as pw
@@ -11,6 +12,9 @@ from .base import BaseModel, db
 # type(model instance) -> callable(instance) -> JSON-ready dict. The app registers the same
 # output schemas the API uses, so an event carries exactly what a GET would return.
 SERIALIZERS = {}
+# Events stay replayable (`since=`) at least this long; spec §6 asks for 24 h.
+RETENTION = datetime.timedelta(hours=48)
+PRUNE_EVERY = 500  # writes, on average
 _local = threading.local()
 
 
@@ -70,16 +74,24 @@ def _store(pending):
     """Number and insert the write's events: the last step before commit, so the workspace's
     counter row is locked only briefly, and always after any pattern row (no lock cycles)."""
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    if random.randrange(PRUNE_EVERY) == 0:
+        prune(now - RETENTION)
     return [Event.create(workspace=workspace_id, seq=_next_seq(workspace_id), type=event_type,
                          payload=payload, created_at=now)
             for workspace_id, event_type, payload in pending]
+
+
+def prune(before):
+    """Forget events older than `before`; returns how many."""
+    return Event.delete().where(Event.created_at < before).execute()
 
 
 class transaction:
     """`db.atomic()` whose recorded events are stored with it and handed to `on_commit`
     once committed. Nested uses join the outermost one; a rollback drops the events."""
 
-    on_commit = None  # set by the app: callable(list[Event])
+    before_commit = None  # set by the app: callable(list[Event]), runs inside the transaction
+    on_commit = None  # set by the app: callable(list[Event]), runs after it committed
 
     def __enter__(self):
         self._outermost = getattr(_local, "pending", None) is None
@@ -95,6 +107,8 @@ class transaction:
             if self._outermost and exc_type is None and _local.pending:
                 try:
                     stored = _store(_local.pending)
+                    if transaction.before_commit:
+                        transaction.before_commit(stored)
                 except BaseException as error:
                     self._atomic.__exit__(type(error), error, error.__traceback__)
                     raise

@@ -172,3 +172,45 @@ def test_concurrent_writes_on_two_workers_are_all_stored(cluster):
         count = connection.execute("SELECT issue_count FROM pattern WHERE id = 'pat_01xyz789'").fetchone()[0]
     assert stored == {issue_id for _, issue_id in results}
     assert count == 14 + 200
+
+
+def test_stream_on_one_worker_receives_writes_handled_by_the_other(cluster):
+    import json
+    import re
+
+    from simple_websocket import Client
+
+    env = procfile_env(cluster.url, USE_MOCK="1", WEB_CONCURRENCY="2")
+    proc, base = run_procfile_web(env)
+
+    def server_log():
+        proc.log.seek(0)
+        return proc.log.read().decode(errors="replace")
+
+    try:
+        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "x"}, timeout=5).json()["access_token"]
+        ws = Client.connect(f"{base.replace('http', 'ws')}/v1/stream?token={token}&workspace=ws_01abc123")
+        assert json.loads(ws.receive(timeout=5))["type"] == "connected"
+        stream_pid = re.search(r"pid=(\d+) stream.open", server_log()).group(1)
+        other = None
+        for n in range(200):
+            request_id = f"cross-worker-{n}"
+            response = requests.post(base + "/v1/issues", timeout=5, json={"title": request_id},
+                                     headers={"Authorization": f"Bearer {token}", "X-Request-Id": request_id})
+            assert response.status_code == 201
+            handled_by = re.search(rf"pid=(\d+) method=POST path=/v1/issues status=201 .* request_id={request_id}$",
+                                   server_log(), re.M).group(1)
+            if handled_by != stream_pid:
+                other = response.json()
+                break
+        assert other is not None, "every write landed on the stream's own worker"
+        deadline = time.monotonic() + 5
+        titles = []
+        while time.monotonic() < deadline and other["title"] not in titles:
+            frame = json.loads(ws.receive(timeout=5) or "{}")
+            if frame.get("type") == "issue.created":
+                titles.append(frame["payload"]["issue"]["title"])
+        assert other["title"] in titles
+        ws.close()
+    finally:
+        stop(proc)

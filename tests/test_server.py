@@ -66,7 +66,7 @@ def stop(proc):
 
 @pytest.fixture
 def server(tmp_path):
-    env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "WEB_CONCURRENCY": "2",
+    env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}"}
     proc, base = run_procfile_web(env)
     yield base
