@@ -3,10 +3,10 @@ import logging
 
 from flask import Flask
 
-from . import cli, config, events, requests
+from . import cli, config, events, ratelimit, requests
 from .api import CommaList
 from .errors import register_error_handlers
-from .extensions import api
+from .extensions import api, cors, limiter
 
 API_SETTINGS = {
     "API_TITLE": "Causeloop API",
@@ -41,6 +41,13 @@ def create_app(overrides=None):
     db.initialize(make_database(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"]))
     requests.init_app(app)
     register_error_handlers(app)
+    ratelimit.configure(app)
+    limiter.init_app(app)
+    cors.init_app(app, resources={r"/v1/*": {"origins": app.config["CORS_ORIGINS"]}},
+                  allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+                  expose_headers=["X-Request-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                  "Retry-After", "Location", "Idempotent-Replayed"],
+                  max_age=600)
     api.init_app(app)
     api.register_field(CommaList, "string", None)
     for module in (meta, auth, issues, patterns):

@@ -8,6 +8,8 @@ from webargs.flaskparser import FlaskParser, is_json_request
 
 from .auth import require_scope
 from .errors import ErrorSchema, handle_http_exception
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import idempotent
 
 
 class Parser(FlaskParser):
@@ -52,6 +54,15 @@ class Blueprint(flask_smorest.Blueprint):
             return self.errors(*((401, 403) if scope else (401,)))(guarded)
 
         return decorator
+
+    def idempotent(self, func):
+        """Accept an Idempotency-Key on a creating POST (documented, with its 409)."""
+        func = self.doc(parameters=[{
+            "in": "header", "name": IDEMPOTENCY_HEADER, "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "Retry safely: the same key and body within 24 h replays the first "
+                           "response (header Idempotent-Replayed: true); another body is a 409."}])(func)
+        return self.errors(409)(idempotent(func))
 
     def errors(self, *statuses):
         """Document the error responses a view can give, all in the envelope."""

@@ -92,6 +92,8 @@ def _http_message(error):
         allowed = ", ".join(sorted(getattr(error, "valid_methods", None) or []))
         return f"Method {request.method} is not allowed on {request.path}" + (
             f"; allowed: {allowed}" if allowed else "")
+    if error.code == 429:
+        return "Too many requests"
     if error.code == 413:
         return f"Request body exceeds the {request.max_content_length}-byte limit"
     if "messages" in data:

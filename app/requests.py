@@ -22,6 +22,8 @@ def init_app(app):
     @app.after_request
     def finish(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        if response.status_code != 429:
+            response.headers.pop("Retry-After", None)  # the limiter sends it on every response
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         # request.path, never the full URL: query strings can carry tokens.
         access_log.info("method=%s path=%s status=%s duration_ms=%.1f request_id=%s",

@@ -114,6 +114,7 @@ class Issues(MethodView):
         return paginate(query, args, sorts=Issue.SORTS, id_field=Issue.id)
 
     @blp.auth_required("issues:write")
+    @blp.idempotent
     @blp.arguments(IssueCreateSchema)
     @blp.response(201, IssueSchema, headers={"Location": {"schema": {"type": "string"}}})
     @blp.errors(409, 422)

@@ -82,6 +82,7 @@ class Patterns(MethodView):
         return paginate(query, args, sorts=Pattern.SORTS, id_field=Pattern.id)
 
     @blp.auth_required("patterns:write")
+    @blp.idempotent
     @blp.arguments(PatternCreateSchema)
     @blp.response(201, PatternSchema, headers={"Location": {"schema": {"type": "string"}}})
     def post(self, body):

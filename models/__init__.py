@@ -2,16 +2,17 @@
 from .accounts import (ALL_SCOPES, ROLE_SCOPES, ROLES, AuthSession, Membership,
                        Organization, RefreshToken, User, Workspace)
 from .events import Event, EventCounter
+from .idempotency import IdempotencyKey
 from .base import Conflict, NotFound, RuleViolation, db, make_database, new_id, utcnow
 from .issues import ISSUE_STATUSES, SEVERITIES, Issue
 from .patterns import PATTERN_STATUSES, Pattern
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
-          EventCounter, Event]
+          EventCounter, Event, IdempotencyKey]
 
 __all__ = [
     "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
-    "Issue", "Pattern", "Event", "EventCounter", "MODELS", "Conflict", "NotFound", "RuleViolation",
+    "Issue", "Pattern", "Event", "EventCounter", "IdempotencyKey", "MODELS", "Conflict", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "utcnow",
 ]

@@ -5,7 +5,7 @@ import secrets
 
 import peewee as pw
 
-from .base import BaseModel, db, utcnow
+from .base import BaseModel, utcnow
 
 ROLE_SCOPES = {
     "read_only": ("issues:read", "patterns:read"),
@@ -123,7 +123,9 @@ class RefreshToken(BaseModel):
 
         A token presented twice means it leaked: the whole session is revoked.
         """
-        with db.atomic():
+        from . import events
+
+        with events.transaction():
             row = cls.lookup(token)
             if row is None:
                 return None, "refresh token is unknown"

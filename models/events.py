@@ -8,6 +8,7 @@ import peewee as pw
 
 from .accounts import Workspace
 from .base import BaseModel, db
+from .search import is_postgres
 
 # type(model instance) -> callable(instance) -> JSON-ready dict. The app registers the same
 # output schemas the API uses, so an event carries exactly what a GET would return.
@@ -97,7 +98,9 @@ class transaction:
         self._outermost = getattr(_local, "pending", None) is None
         if self._outermost:
             _local.pending = []
-        self._atomic = db.atomic()
+        # SQLite: take the write lock up front. A deferred transaction that read first cannot
+        # upgrade once another writer committed (SQLITE_BUSY_SNAPSHOT); an immediate one waits.
+        self._atomic = db.atomic() if is_postgres() else db.atomic(lock_type="IMMEDIATE")
         self._atomic.__enter__()
         return self
 

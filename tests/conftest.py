@@ -40,20 +40,21 @@ def database_url(tmp_path, _postgres_schema):
 @pytest.fixture
 def make_app(database_url):
     """Build an app in mock mode on the test database, with config overrides."""
-    apps = []
+    databases = []
 
     def build(**overrides):
         settings = {"TESTING": True, "USE_MOCK": True, "DATABASE_URL": database_url,
-                    "JWT_SECRET": TEST_SECRET, **overrides}
+                    "JWT_SECRET": TEST_SECRET, "RATE_LIMIT": "100000/minute", **overrides}
         app = create_app(settings)
-        apps.append(app)
+        databases.append(db.obj)
         return app
 
     yield build
     if not db.is_closed():
         db.close()
-    if ON_POSTGRES:
-        db.obj.close_all()
+    for database in databases:
+        if hasattr(database, "close_all"):
+            database.close_all()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ class Live:
         self.database_url = TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp / 'stream.db'}"
         self.env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "JWT_SECRET": SECRET,
                     "DATABASE_URL": self.database_url, "STREAM_HEARTBEAT_S": "0.5",
-                    "CORS_ORIGINS": "http://localhost:3000", **env}
+                    "CORS_ORIGINS": "http://localhost:3000", "RATE_LIMIT": "100000/minute", **env}
         self.proc, self.base = run_procfile_web(self.env)
         self.ws_base = self.base.replace("http://", "ws://")
         tokens = requests.post(self.base + "/v1/auth/exchange", json={"subject_token": "x"}, timeout=5).json()
