@@ -8,6 +8,7 @@ from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
 from models import ISSUE_STATUSES, SEVERITIES, Issue
+from models.ingest import similar
 from models.issues import BULK_OPS
 
 blp = Blueprint("issues", __name__, url_prefix="/v1", protector=protector,
@@ -33,6 +34,29 @@ class IssueSchema(ma.Schema):
     created_at = Timestamp(required=True)
     updated_at = Timestamp(required=True)
     resolved_at = Timestamp(required=True, allow_none=True)
+    fingerprint = ma.fields.Nested("FingerprintSchema", required=True, allow_none=True, metadata={
+        "description": "The root cause detection assigned at ingestion, if any."})
+    detection = ma.fields.Dict(required=True, allow_none=True, metadata={
+        "description": "Why: the method (provided/vocabulary), score and matched signals."})
+
+
+class FingerprintSchema(ma.Schema):
+    domain = ma.fields.String(required=True, validate=Length(1, 100), metadata={"example": "payments"})
+    root_cause = ma.fields.String(required=True, validate=Length(1, 100),
+                                  metadata={"example": "third_party_timeout"})
+
+
+class SimilarQuerySchema(ma.Schema):
+    limit = ma.fields.Integer(load_default=10, validate=ma.validate.Range(1, 50, error="Must be between 1 and 50."))
+
+
+class SimilarItemSchema(ma.Schema):
+    issue = ma.fields.Nested(IssueSchema, required=True)
+    score = ma.fields.Float(required=True, metadata={"minimum": 0, "maximum": 1})
+
+
+class SimilarListSchema(ma.Schema):
+    data = ma.fields.List(ma.fields.Nested(SimilarItemSchema), required=True)
 
 
 class IssueWriteFields(ma.Schema):
@@ -161,3 +185,14 @@ def bulk_update(body):
     updated, not_found = Issue.bulk_update(current_principal().workspace_id, body["ids"], body["op"],
                                            body.get("value"))
     return {"updated": updated, "not_found": not_found}
+
+
+@blp.route("/issues/<string:issue_id>/similar")
+@blp.auth_required("issues:read")
+@blp.arguments(SimilarQuerySchema, location="query")
+@blp.response(200, SimilarListSchema)
+@blp.errors(404)
+def similar_issues(args, issue_id):
+    """The issues most like this one (same root cause, similar words), scored 0-1."""
+    issue = Issue.get_in_workspace(issue_id, current_principal().workspace_id)
+    return {"data": [{"issue": other, "score": score} for other, score in similar(issue, args["limit"])]}

@@ -7,19 +7,13 @@ from app.api import Blueprint, CommaList, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
-from blueprints.issues import IssueListSchema, IssueQuerySchema
+from blueprints.issues import FingerprintSchema, IssueListSchema, IssueQuerySchema
 from models import PATTERN_STATUSES, Issue, Pattern
 
 blp = Blueprint("patterns", __name__, url_prefix="/v1", protector=protector,
                 description="Patterns: issues that share a root cause, with a risk score.")
 
 Length = ma.validate.Length
-
-
-class FingerprintSchema(ma.Schema):
-    domain = ma.fields.String(required=True, validate=Length(1, 100), metadata={"example": "payments"})
-    root_cause = ma.fields.String(required=True, validate=Length(1, 100),
-                                  metadata={"example": "third_party_timeout"})
 
 
 class PatternSchema(ma.Schema):

@@ -33,6 +33,10 @@ class Issue(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
     resolved_at = pw.DateTimeField(null=True)
+    # The root cause detection assigned (models.detection), and its explanation.
+    fingerprint_domain = pw.CharField(max_length=100, null=True)
+    fingerprint_root_cause = pw.CharField(max_length=100, null=True)
+    detection = pw.JSONField(null=True)
 
     class Meta:
         # Migrations own the schema; these mirror the indexes they create.
@@ -43,7 +47,14 @@ class Issue(BaseModel):
             (("workspace", "risk_score", "id"), False),
             (("pattern", "created_at", "id"), False),
             (("workspace", "source", "external_id"), True),
+            (("workspace", "fingerprint_domain", "fingerprint_root_cause"), False),
         )
+
+    @property
+    def fingerprint(self):
+        if self.fingerprint_domain is None:
+            return None
+        return {"domain": self.fingerprint_domain, "root_cause": self.fingerprint_root_cause}
 
     @classmethod
     def in_workspace(cls, workspace_id):

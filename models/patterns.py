@@ -1,4 +1,7 @@
 """Patterns: clusters of issues that share a root-cause fingerprint, with derived counters."""
+import datetime
+import math
+
 import peewee as pw
 
 from . import events
@@ -7,6 +10,26 @@ from .base import BaseModel, NotFound, utcnow
 from .search import is_postgres, matches
 
 PATTERN_STATUSES = ("active", "watching", "resolved")
+# Detected patterns' risk (0-100) = 100 * (0.45 frequency + 0.35 severity mix + 0.20 recency):
+#   frequency = 1 - exp(-linked issues created in the last 30 days / 10)
+#   severity mix = mean over linked issues of critical 1.0, high 0.7, medium 0.4, low 0.15
+#   recency = exp(-days since the newest linked issue / 14)
+RISK_WEIGHTS = {"frequency": 0.45, "severity": 0.35, "recency": 0.20}
+SEVERITY_WEIGHT = {"critical": 1.0, "high": 0.7, "medium": 0.4, "low": 0.15}
+
+
+def risk_score(linked_by_severity, recent_count, last_seen, now):
+    """The formula above, from per-severity counts of the linked issues."""
+    total = sum(linked_by_severity.values())
+    if not total:
+        return 0
+    frequency = 1 - math.exp(-recent_count / 10)
+    severity = sum(SEVERITY_WEIGHT[name] * n for name, n in linked_by_severity.items()) / total
+    days = max(0.0, (now - last_seen).total_seconds() / 86400) if last_seen else 365.0
+    recency = math.exp(-days / 14)
+    blended = (RISK_WEIGHTS["frequency"] * frequency + RISK_WEIGHTS["severity"] * severity
+               + RISK_WEIGHTS["recency"] * recency)
+    return max(0, min(100, round(100 * blended)))
 
 
 class Pattern(BaseModel):
@@ -33,6 +56,7 @@ class Pattern(BaseModel):
             (("workspace", "created_at", "id"), False),
             (("workspace", "issue_count", "id"), False),
             (("workspace", "last_seen_at", "id"), False),
+            (("workspace", "fingerprint_domain", "fingerprint_root_cause"), False),
         )
 
     @property
@@ -102,15 +126,39 @@ class Pattern(BaseModel):
         return pattern
 
     @classmethod
-    def links_changed(cls, workspace_id, pattern_ids):
+    def links_changed(cls, workspace_id, pattern_ids, new=(), rescore=False):
         """Issues were linked to or unlinked from these patterns: recount them and say so.
 
         The single place the derived counters are written. It runs inside the transaction that
-        changed the links, so the counters never disagree with the rows.
+        changed the links, so the counters never disagree with the rows. Detection (`rescore`)
+        also recomputes their risk; `new` are the ones it just created.
         """
         ids = cls.recount(pattern_ids)
+        if rescore:
+            cls.rescore(ids)
         for pattern in cls.select().where(cls.id.in_(ids)).order_by(cls.id):
-            events.record(workspace_id, "pattern.detected", pattern=pattern, is_new=False)
+            events.record(workspace_id, "pattern.detected", pattern=pattern, is_new=pattern.id in new)
+
+    @classmethod
+    def rescore(cls, pattern_ids):
+        """Set risk_score by the documented formula from the linked issues."""
+        from .issues import Issue
+
+        now = utcnow()
+        recent_since = now - datetime.timedelta(days=30)
+        stats = {pid: ({}, 0, None) for pid in pattern_ids}
+        rows = (Issue.select(Issue.pattern, Issue.severity, pw.fn.COUNT(Issue.id),
+                             pw.fn.SUM(pw.Case(None, [(Issue.created_at >= recent_since, 1)], 0)),
+                             pw.fn.MAX(Issue.created_at))
+                .where(Issue.pattern.in_(list(stats))).group_by(Issue.pattern, Issue.severity).tuples())
+        for pattern_id, severity, count, recent, newest in rows:
+            by_severity, recent_total, last = stats[pattern_id]
+            by_severity[severity] = count
+            newest = Issue.created_at.adapt(newest)  # an aggregate may come back as text
+            stats[pattern_id] = (by_severity, recent_total + int(recent or 0),
+                                 max(filter(None, (last, newest)), default=None))
+        for pattern_id, (by_severity, recent, last) in stats.items():
+            cls.update(risk_score=risk_score(by_severity, recent, last, now)).where(cls.id == pattern_id).execute()
 
     @classmethod
     def recount(cls, pattern_ids):

@@ -1,0 +1,176 @@
+"""Ingestion (POST /v1/ingest/events and /batch), detection into patterns, and similar issues."""
+import concurrent.futures
+import os
+
+import pytest
+import requests
+
+from conftest import ON_POSTGRES, OTHER_WORKSPACE, TEST_DATABASE_URL
+from test_server import free_port, run_procfile_web, stop
+
+POOL = "FATAL: remaining connection slots are reserved for non-replication superuser connections"
+POOL_2 = "sqlalchemy.exc.TimeoutError: QueuePool limit of size 5 overflow 10 reached"
+DISK = "OSError: [Errno 28] No space left on device while writing /var/log/app.log"
+
+
+def batch(client, headers, records):
+    return client.post("/v1/ingest/batch", headers=headers, json={"records": records})
+
+
+def total(client, headers):
+    return client.get("/v1/issues?limit=1", headers=headers).get_json()["page"]["total"]
+
+
+def test_batch_of_500_stores_valid_records_and_lists_invalid_ones(client, auth):
+    records = [{"source": "sentry", "external_id": f"E-{n}", "title": f"Failure number {n}"} for n in range(500)]
+    bad = {7: {"title": ""}, 100: "not an object", 250: {"title": "x", "severity": "p9"},
+           300: {"title": "x", "surprise": True}, 499: {"source": "s"}}
+    for index, record in bad.items():
+        records[index] = record
+    response = batch(client, auth(), records)
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["accepted"] == 495 and len(body["issue_ids"]) == 495 == len(set(body["issue_ids"]))
+    assert [r["index"] for r in body["rejected"]] == sorted(bad)
+    reasons = {r["index"]: r["reason"] for r in body["rejected"]}
+    assert "title" in reasons[7] and "object" in reasons[100] and "severity" in reasons[250]
+    assert "surprise" in reasons[300] and "title" in reasons[499]
+    assert total(client, auth()) == 87 + 495
+
+
+@pytest.mark.parametrize("count", [0, 501])
+def test_batch_size_outside_1_to_500_is_refused(client, auth, count):
+    response = batch(client, auth(), [{"title": "t"}] * count)
+    assert response.status_code == 400
+    assert "records" in response.get_json()["error"]["details"]
+    assert total(client, auth()) == 87
+
+
+def test_replaying_a_batch_creates_nothing_new(client, auth):
+    records = [{"source": "datadog", "external_id": f"M-{n}", "title": f"Monitor {n} alert"} for n in range(20)]
+    first = batch(client, auth(), records).get_json()
+    again = batch(client, auth(), records).get_json()
+    assert again["issue_ids"] == first["issue_ids"]
+    assert total(client, auth()) == 87 + 20
+
+
+def test_a_repeat_updates_the_issue_it_created(client, auth):
+    first = batch(client, auth(), [{"source": "pagerduty", "external_id": "PD-1", "title": "Disk alert", "severity": "p3"}])
+    issue_id = first.get_json()["issue_ids"][0]
+    batch(client, auth(), [{"source": "pagerduty", "external_id": "PD-1", "title": "Disk alert", "severity": "p1"}])
+    issue = client.get(f"/v1/issues/{issue_id}", headers=auth()).get_json()
+    assert issue["severity"] == "critical" and issue["risk_score"] == 90
+
+
+def test_record_defaults_and_mapping(client, auth):
+    response = client.post("/v1/ingest/events", headers=auth(), json={
+        "external_id": "JIRA-77", "severity": "p2", "body": "Customer reports it.",
+        "source_created_at": "2024-03-01T10:00:00+01:00", "metadata": {"ticket": 77}})
+    assert response.status_code == 202
+    issue = client.get(f"/v1/issues/{response.get_json()['issue_ids'][0]}", headers=auth()).get_json()
+    assert (issue["title"], issue["source"], issue["severity"], issue["description"]) == \
+        ("JIRA-77", "custom_api", "high", "Customer reports it.")
+    assert issue["created_at"] == "2024-03-01T09:00:00Z" and issue["metadata"] == {"ticket": 77}
+
+
+def test_single_invalid_record_is_a_validation_error(client, auth):
+    response = client.post("/v1/ingest/events", headers=auth(), json={"title": "x", "severity": "urgent"})
+    assert response.status_code == 400
+    assert "severity" in response.get_json()["error"]["details"]
+
+
+def test_ingest_needs_the_ingest_scope(client, auth):
+    response = client.post("/v1/ingest/events", headers=auth("viewer"), json={"title": "x"})
+    assert response.status_code == 403
+    assert response.get_json()["error"]["details"]["required_scope"] == "ingest:write"
+
+
+def test_inferred_fingerprint_is_explained(client, auth):
+    issue_id = batch(client, auth(), [{"title": DISK}]).get_json()["issue_ids"][0]
+    issue = client.get(f"/v1/issues/{issue_id}", headers=auth()).get_json()
+    assert issue["fingerprint"] == {"domain": "storage", "root_cause": "disk_full"}
+    assert issue["detection"]["method"] == "vocabulary" and issue["detection"]["matched"]
+
+
+def test_a_pattern_is_created_when_a_fingerprint_recurs(client, auth):
+    first = batch(client, auth(), [{"title": DISK}]).get_json()["issue_ids"][0]
+    assert client.get(f"/v1/issues/{first}", headers=auth()).get_json()["pattern_id"] is None
+    second = batch(client, auth(), [{"title": "Postgres crashed: could not write to file: No space left on device"}])
+    second = second.get_json()["issue_ids"][0]
+    pattern_id = client.get(f"/v1/issues/{second}", headers=auth()).get_json()["pattern_id"]
+    assert pattern_id is not None
+    assert client.get(f"/v1/issues/{first}", headers=auth()).get_json()["pattern_id"] == pattern_id
+    pattern = client.get(f"/v1/patterns/{pattern_id}", headers=auth()).get_json()
+    assert pattern["status"] == "watching" and pattern["issue_count"] == 2
+    assert pattern["fingerprint"] == {"domain": "storage", "root_cause": "disk_full"}
+    assert 0 < pattern["risk_score"] <= 100
+
+
+def test_an_existing_pattern_with_the_fingerprint_is_joined(client, auth):
+    issue_id = batch(client, auth(), [{"title": POOL}]).get_json()["issue_ids"][0]
+    assert client.get(f"/v1/issues/{issue_id}", headers=auth()).get_json()["pattern_id"] == "pat_01xyz790"
+    assert client.get("/v1/patterns/pat_01xyz790", headers=auth()).get_json()["issue_count"] == 13
+
+
+def test_a_provided_fingerprint_is_used_as_is(client, auth):
+    records = [{"title": f"Ledger {n} off by a cent", "fingerprint": {"domain": "billing", "root_cause": "rounding"}}
+               for n in range(3)]
+    ids = batch(client, auth(), records).get_json()["issue_ids"]
+    issues = [client.get(f"/v1/issues/{i}", headers=auth()).get_json() for i in ids]
+    assert {i["detection"]["method"] for i in issues} == {"provided"}
+    assert len({i["pattern_id"] for i in issues}) == 1 and issues[0]["pattern_id"]
+
+
+def test_unrecognised_text_gets_no_fingerprint(client, auth):
+    issue_id = batch(client, auth(), [{"title": "Button colour slightly off on settings page"}]).get_json()["issue_ids"][0]
+    issue = client.get(f"/v1/issues/{issue_id}", headers=auth()).get_json()
+    assert issue["fingerprint"] is None and issue["pattern_id"] is None
+
+
+def test_detection_never_joins_another_workspaces_pattern(client, auth):
+    other = auth(workspace=OTHER_WORKSPACE)
+    ids = batch(client, other, [{"title": POOL}, {"title": POOL_2}]).get_json()["issue_ids"]
+    pattern_id = client.get(f"/v1/issues/{ids[0]}", headers=other).get_json()["pattern_id"]
+    assert pattern_id and pattern_id != "pat_01xyz790"
+    assert client.get(f"/v1/patterns/{pattern_id}", headers=auth()).status_code == 404
+
+
+def test_similar_ranks_the_same_root_cause_first(client, auth):
+    ids = batch(client, auth(), [{"title": DISK}, {"title": "Build agent failed: ENOSPC: no space left on device"},
+                                 {"title": POOL_2}]).get_json()["issue_ids"]
+    response = client.get(f"/v1/issues/{ids[0]}/similar?limit=5", headers=auth())
+    assert response.status_code == 200
+    data = response.get_json()["data"]
+    assert data[0]["issue"]["id"] == ids[1]
+    assert all(0 <= item["score"] <= 1 for item in data)
+    assert [item["score"] for item in data] == sorted((item["score"] for item in data), reverse=True)
+    assert ids[0] not in [item["issue"]["id"] for item in data]
+
+
+def test_similar_is_scoped_and_validated(client, auth):
+    assert client.get("/v1/issues/iss_02def100/similar", headers=auth()).status_code == 404
+    assert client.get("/v1/issues/iss_01abc123/similar?limit=0", headers=auth()).status_code == 400
+
+
+@pytest.mark.live
+def test_ten_concurrent_deliveries_of_one_record_leave_one_issue(tmp_path):
+    env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "RATE_LIMIT": "100000/minute",
+           "DATABASE_URL": TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'ingest.db'}"}
+    proc, base = run_procfile_web(env)
+    try:
+        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "x"}, timeout=5).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        record = {"source": "sentry", "external_id": f"DUP-{os.getpid()}-{free_port()}", "title": DISK}
+
+        def deliver(_):
+            return requests.post(base + "/v1/ingest/events", headers=headers, json=record, timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            responses = list(pool.map(deliver, range(10)))
+        assert {r.status_code for r in responses} == {202}
+        assert len({r.json()["issue_ids"][0] for r in responses}) == 1
+        found = requests.get(base + "/v1/issues", headers=headers, params={"source": "sentry", "limit": 100},
+                             timeout=5).json()["data"]
+        assert sum(1 for item in found if item["external_id"] == record["external_id"]) == 1
+    finally:
+        stop(proc)
