@@ -69,6 +69,13 @@ def _authorize(args):
     return token, None
 
 
+def _refuse(ws, code, reason):
+    """Close with `code`, then linger a moment: closing the TCP connection at once can reset it
+    before the client has read the close frame, and the client would see 1005, not our code."""
+    ws.close(reason=code, message=reason)
+    time.sleep(0.2)
+
+
 def _parse_since(raw):
     if raw is None:
         return None
@@ -107,7 +114,7 @@ def _serve(ws, token, since):
         next_beat = time.monotonic() + heartbeat_s
         while ws.connected:
             if time.time() >= token["exp"]:
-                ws.close(reason=CLOSE_UNAUTHORIZED, message="token expired")
+                _refuse(ws, CLOSE_UNAUTHORIZED, "token expired")
                 return
             event = subscription.get(timeout=min(POLL_S, max(0.0, next_beat - time.monotonic())))
             while event is not None:
@@ -141,15 +148,15 @@ def stream(ws):
     token, refusal = _authorize(request.args)
     db.close()  # nothing below holds a pooled connection while the socket idles
     if refusal:
-        ws.close(reason=refusal[0], message=refusal[1])
+        _refuse(ws, *refusal)
         return
     try:
         since = _parse_since(request.args.get("since"))
     except ValueError:
-        ws.close(reason=CLOSE_BAD_REQUEST, message="since must be an event id")
+        _refuse(ws, CLOSE_BAD_REQUEST, "since must be an event id")
         return
     if not _claim_slot():
-        ws.close(reason=CLOSE_TRY_AGAIN_LATER, message="too many streams on this server; retry")
+        _refuse(ws, CLOSE_TRY_AGAIN_LATER, "too many streams on this server; retry")
         return
     log.info("stream.open workspace=%s pid=%s", token.workspace_id, os.getpid())
     try:

@@ -49,14 +49,15 @@ def _serialize(value):
     return serializer(value) if serializer else value
 
 
-def _next_seq(workspace_id):
-    updated = (EventCounter.update(last_seq=EventCounter.last_seq + 1)
+def _reserve(workspace_id, count):
+    """Take the next `count` numbers of the workspace's sequence; returns the first."""
+    updated = (EventCounter.update(last_seq=EventCounter.last_seq + count)
                .where(EventCounter.workspace == workspace_id).execute())
     if not updated:
-        EventCounter.insert(workspace=workspace_id, last_seq=1).on_conflict(
+        EventCounter.insert(workspace=workspace_id, last_seq=count).on_conflict(
             conflict_target=[EventCounter.workspace],
-            update={EventCounter.last_seq: EventCounter.last_seq + 1}).execute()
-    return EventCounter.get_by_id(workspace_id).last_seq
+            update={EventCounter.last_seq: EventCounter.last_seq + count}).execute()
+    return EventCounter.get_by_id(workspace_id).last_seq - count + 1
 
 
 def record(workspace_id, event_type, **payload):
@@ -77,9 +78,20 @@ def _store(pending):
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     if random.randrange(PRUNE_EVERY) == 0:
         prune(now - RETENTION)
-    return [Event.create(workspace=workspace_id, seq=_next_seq(workspace_id), type=event_type,
-                         payload=payload, created_at=now)
-            for workspace_id, event_type, payload in pending]
+    per_workspace = {}
+    for workspace_id, _, _ in pending:
+        per_workspace[workspace_id] = per_workspace.get(workspace_id, 0) + 1
+    next_seq = {workspace_id: _reserve(workspace_id, count) for workspace_id, count in per_workspace.items()}
+    stored = []
+    for workspace_id, event_type, payload in pending:
+        stored.append(Event(workspace=workspace_id, seq=next_seq[workspace_id], type=event_type,
+                            payload=payload, created_at=now))
+        next_seq[workspace_id] += 1
+    rows = [{"workspace": e.workspace_id, "seq": e.seq, "type": e.type, "payload": e.payload,
+             "created_at": e.created_at} for e in stored]
+    for start in range(0, len(rows), 200):
+        Event.insert_many(rows[start:start + 200]).execute()
+    return stored
 
 
 def prune(before):

@@ -34,11 +34,14 @@ def _fields(record):
     return fields
 
 
-def _existing(workspace_id, record):
-    if record.get("external_id") is None:
-        return None
-    return Issue.in_workspace(workspace_id).where(
-        (Issue.source == record["source"]) & (Issue.external_id == record["external_id"])).first()
+def _existing(workspace_id, records):
+    """The issues earlier deliveries created, by (source, external_id), in one query."""
+    wanted = {(r["source"], r["external_id"]) for r in records if r.get("external_id") is not None}
+    if not wanted:
+        return {}
+    rows = Issue.in_workspace(workspace_id).where(Issue.external_id.in_(sorted({e for _, e in wanted})))
+    return {(issue.source, issue.external_id): issue for issue in rows
+            if (issue.source, issue.external_id) in wanted}
 
 
 def _refresh(issue, fields, now):
@@ -59,96 +62,126 @@ def _refresh(issue, fields, now):
     return changed
 
 
-def _upsert(workspace_id, record, now):
-    fields = _fields(record)
-    existing = _existing(workspace_id, record)
-    if existing is not None:
-        _refresh(existing, fields, now)
-        return existing
-    created_at = min(record.get("created_at") or now, now)
-    try:
-        with db.atomic():  # a savepoint: a concurrent delivery may win the insert
-            issue = Issue.create(
-                id=Issue.next_id(), workspace=workspace_id, source=record["source"],
-                external_id=record.get("external_id"), status="open",
-                risk_score=SEVERITY_RISK[fields.get("severity", "medium")],
-                created_at=created_at, updated_at=now, **fields)
-    except pw.IntegrityError:
-        existing = _existing(workspace_id, record)
-        if existing is None:
-            raise
-        _refresh(existing, fields, now)
-        return existing
-    events.record(workspace_id, "issue.created", issue=issue)
-    return issue
-
-
-def _lock_fingerprint(workspace_id, fingerprint):
+def _lock_fingerprint(workspace_id, key):
     """Serialize pattern creation for one fingerprint (SQLite writers are serial already)."""
     if is_postgres():
-        digest = hashlib.sha256(f"{workspace_id}/{fingerprint['domain']}/{fingerprint['root_cause']}".encode())
-        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest.digest()[:8], "big", signed=True),))
+        digest = hashlib.sha256(f"{workspace_id}/{key[0]}/{key[1]}".encode()).digest()
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),))
 
 
-def _pattern_for(workspace_id, fingerprint):
-    return (Pattern.in_workspace(workspace_id)
-            .where((Pattern.fingerprint_domain == fingerprint["domain"])
-                   & (Pattern.fingerprint_root_cause == fingerprint["root_cause"]))
-            .order_by(Pattern.created_at, Pattern.id).first())
+class _Grouper:
+    """Finds (or, on recurrence, creates) the pattern of each fingerprint, once per batch."""
+
+    def __init__(self, workspace_id, now):
+        self.workspace_id, self.now = workspace_id, now
+        self.patterns, self.created, self.touched = {}, set(), set()
+
+    def pattern_id(self, key):
+        """The pattern for a fingerprint key (domain, root cause), if there is one yet."""
+        if key not in self.patterns:
+            _lock_fingerprint(self.workspace_id, key)
+            pattern = (Pattern.in_workspace(self.workspace_id)
+                       .where((Pattern.fingerprint_domain == key[0]) & (Pattern.fingerprint_root_cause == key[1]))
+                       .order_by(Pattern.created_at, Pattern.id).first())
+            self.patterns[key] = pattern and pattern.id
+        return self.patterns[key]
+
+    def _link(self, issue, pattern_id):
+        if issue.pattern_id == pattern_id:
+            return
+        self.touched |= {issue.pattern_id, pattern_id}
+        issue.pattern = pattern_id
+        issue.updated_at = self.now
+        issue.save()
+        events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
+
+    def place(self, issue):
+        """Link a stored issue to its fingerprint's pattern; create the pattern on recurrence."""
+        if issue.fingerprint_domain is None:
+            return
+        key = (issue.fingerprint_domain, issue.fingerprint_root_cause)
+        pattern_id = self.pattern_id(key)
+        if pattern_id is None:
+            siblings = list(Issue.in_workspace(self.workspace_id).where(
+                (Issue.fingerprint_domain == key[0]) & (Issue.fingerprint_root_cause == key[1])
+                & Issue.pattern.is_null() & (Issue.id != issue.id)).order_by(Issue.created_at))
+            if len(siblings) + 1 < RECURRENCE_FOR_PATTERN:
+                return
+            pattern_id = Pattern.create(
+                id=Pattern.next_id(), workspace=self.workspace_id, name=detection.pattern_name(
+                    {"domain": key[0], "root_cause": key[1]}),
+                description="Detected automatically: these issues share a root-cause fingerprint.",
+                status="watching", fingerprint_domain=key[0], fingerprint_root_cause=key[1],
+                tags=["detected"], created_at=self.now, updated_at=self.now).id
+            self.patterns[key] = pattern_id
+            self.created.add(pattern_id)
+            for sibling in siblings:
+                self._link(sibling, pattern_id)
+        self._link(issue, pattern_id)
 
 
-def _link(issue, pattern_id, now):
-    if issue.pattern_id == pattern_id:
-        return False
-    issue.pattern = pattern_id
-    issue.updated_at = now
-    issue.save()
-    events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
-    return True
+def _new_row(workspace_id, record, fields, pattern_id, now):
+    return {"id": Issue.next_id(), "workspace": workspace_id, "source": record["source"],
+            "external_id": record.get("external_id"), "status": "open", "pattern": pattern_id,
+            "risk_score": SEVERITY_RISK[fields.get("severity", "medium")],
+            "created_at": min(record.get("created_at") or now, now), "updated_at": now, **fields}
 
 
-def _group(workspace_id, issue, patterns, created, now):
-    """Join the issue to its fingerprint's pattern, creating the pattern on recurrence.
-    Returns the ids of the patterns whose links changed."""
-    fingerprint = issue.fingerprint
-    if fingerprint is None:
-        return set()
-    key = (fingerprint["domain"], fingerprint["root_cause"])
-    if key not in patterns:
-        _lock_fingerprint(workspace_id, fingerprint)
-        patterns[key] = _pattern_for(workspace_id, fingerprint)
-    pattern = patterns[key]
-    touched = {issue.pattern_id} if issue.pattern_id else set()
-    if pattern is None:
-        siblings = list(Issue.in_workspace(workspace_id).where(
-            (Issue.fingerprint_domain == key[0]) & (Issue.fingerprint_root_cause == key[1])
-            & Issue.pattern.is_null() & (Issue.id != issue.id)).order_by(Issue.created_at))
-        if len(siblings) + 1 < RECURRENCE_FOR_PATTERN:
-            return touched
-        pattern = Pattern.create(
-            id=Pattern.next_id(), workspace=workspace_id, name=detection.pattern_name(fingerprint),
-            description="Detected automatically: these issues share a root-cause fingerprint.",
-            status="watching", fingerprint_domain=key[0], fingerprint_root_cause=key[1],
-            tags=["detected"], created_at=now, updated_at=now)
-        patterns[key] = pattern
-        created.add(pattern.id)
-        for sibling in siblings:
-            _link(sibling, pattern.id, now)
-    _link(issue, pattern.id, now)
-    return touched | {pattern.id}
+def _insert(rows):
+    """Insert new issues in bulk; a row whose (source, external_id) a concurrent delivery
+    stored first is skipped. Returns the ids actually inserted."""
+    for start in range(0, len(rows), 100):
+        Issue.insert_many(rows[start:start + 100]).on_conflict_ignore().execute()
+    ids = [row["id"] for row in rows]
+    return {issue_id for (issue_id,) in Issue.select(Issue.id).where(Issue.id.in_(ids)).tuples()}
 
 
 def ingest(workspace_id, records):
     """Store validated records as issues, group them, and return their ids in order."""
     now = utcnow()
+    # Detection is CPU work: done before the transaction, so no lock waits on it.
+    prepared = [(record, _fields(record)) for record in records]
     with events.transaction():
-        patterns, created, touched, ids = {}, set(), set(), []
-        for record in records:
-            issue = _upsert(workspace_id, record, now)
-            touched |= _group(workspace_id, issue, patterns, created, now)
+        known = _existing(workspace_id, records)
+        grouper = _Grouper(workspace_id, now)
+        rows, plan = {}, []  # plan: per record, ("new", row id) or ("known", Issue)
+        for record, fields in prepared:
+            key = (record["source"], record.get("external_id"))
+            pending = rows.get(key) if key[1] is not None else None
+            if key in known:
+                plan.append(("known", known[key], fields))
+            elif pending is not None:  # the same failure twice in one batch: last one wins
+                pending.update(fields)
+                plan.append(("new", pending["id"], fields))
+            else:
+                domain, root_cause = fields["fingerprint_domain"], fields["fingerprint_root_cause"]
+                pattern_id = grouper.pattern_id((domain, root_cause)) if domain else None
+                row = _new_row(workspace_id, record, fields, pattern_id, now)
+                rows[key if key[1] is not None else row["id"]] = row
+                plan.append(("new", row["id"], fields))
+        inserted = _insert(list(rows.values())) if rows else set()
+        created = {row["id"]: Issue(**row) for row in rows.values() if row["id"] in inserted}
+        lost = [row for row in rows.values() if row["id"] not in inserted]
+        known.update(_existing(workspace_id, [{"source": r["source"], "external_id": r["external_id"]}
+                                              for r in lost]))
+        for issue in created.values():
+            events.record(workspace_id, "issue.created", issue=issue)
+            grouper.touched.add(issue.pattern_id)
+        ids = []
+        for kind, target, fields in plan:
+            if kind == "new" and target in created:
+                issue = created[target]
+            else:  # an earlier delivery, or a concurrent one that won the insert
+                issue = target if kind == "known" else known[_key_of(rows, target)]
+                _refresh(issue, fields, now)
+            grouper.place(issue)
             ids.append(issue.id)
-        Pattern.links_changed(workspace_id, touched, new=created, rescore=True)
+        Pattern.links_changed(workspace_id, grouper.touched, new=grouper.created, rescore=True)
     return ids
+
+
+def _key_of(rows, row_id):
+    return next((row["source"], row["external_id"]) for row in rows.values() if row["id"] == row_id)
 
 
 def similar(issue, limit):

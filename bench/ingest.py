@@ -1,0 +1,102 @@
+"""Ingest throughput: N records through POST /v1/ingest/batch (500 a batch), on SQLite and on
+PostgreSQL, each served by the Procfile's gunicorn. Records are the evaluation set's realistic
+reports, cycled with unique external ids, so detection does its real work on every record.
+
+    .venv/bin/python bench/ingest.py [--records 100000] [--clients 2] [--databases sqlite,postgres]
+
+Prints records/s and per-batch latency p50/p99 per database. Needs the `bench` extra.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from test_server import free_port, run_procfile_web, stop  # noqa: E402
+
+REPORTS = os.path.join(ROOT, "bench", "data", "eval_reports.jsonl")
+BATCH = 500
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+def batches(total, run_id):
+    with open(REPORTS) as handle:
+        reports = [json.loads(line) for line in handle]
+    for start in range(0, total, BATCH):
+        yield [{"source": reports[n % len(reports)]["source"], "external_id": f"{run_id}-{n}",
+                "title": reports[n % len(reports)]["title"], "body": reports[n % len(reports)]["body"],
+                "severity": reports[n % len(reports)]["severity"]}
+               for n in range(start, min(total, start + BATCH))]
+
+
+def measure(database_url, args, label):
+    env = {**os.environ, "DATABASE_URL": database_url, "USE_MOCK": "1", "PORT": str(free_port()),
+           "RATE_LIMIT": "1000000/minute", "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": str(args.workers)}
+    proc, base = run_procfile_web(env)
+    try:
+        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        session = requests.Session()
+        latencies, accepted = [], 0
+
+        def send(records):
+            started = time.perf_counter()
+            response = session.post(base + "/v1/ingest/batch", headers=headers, json={"records": records},
+                                    timeout=120)
+            assert response.status_code == 202, response.text[:300]
+            return (time.perf_counter() - started) * 1000, response.json()["accepted"]
+
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+            for ms, count in pool.map(send, batches(args.records, f"bench{int(time.time())}")):
+                latencies.append(ms)
+                accepted += count
+        elapsed = time.perf_counter() - started
+        stats = requests.get(base + "/v1/patterns?limit=100", headers=headers, timeout=30).json()["page"]["total"]
+    finally:
+        stop(proc)
+    print(f"{label:10} {accepted:8d} records in {elapsed:6.1f} s = {accepted / elapsed:7.0f} records/s; "
+          f"batch p50 {percentile(latencies, 50):6.0f} ms, p99 {percentile(latencies, 99):6.0f} ms; "
+          f"{stats} patterns")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument("--databases", default="sqlite,postgres")
+    args = parser.parse_args()
+    print(f"ingest: {args.records} records, batches of {BATCH}, {args.clients} concurrent clients, "
+          f"{args.workers} gunicorn workers")
+    work = tempfile.mkdtemp(prefix="causeloop-bench-ingest-")
+    try:
+        if "sqlite" in args.databases:
+            measure(f"sqlite:///{work}/ingest.db", args, "SQLite")
+        if "postgres" in args.databases:
+            folder = os.path.join(work, "pg")
+            url = subprocess.run(["bash", ".ci/postgres", "start", folder], cwd=ROOT, check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            try:
+                measure(url, args, "PostgreSQL")
+            finally:
+                subprocess.run(["bash", ".ci/postgres", "stop", folder], cwd=ROOT)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
