@@ -83,6 +83,7 @@ def main():
     print(f"ingest: {args.records} records, batches of {BATCH}, {args.clients} concurrent clients, "
           f"{args.workers} gunicorn workers")
     work = tempfile.mkdtemp(prefix="causeloop-bench-ingest-")
+    os.chmod(work, 0o755)  # the PostgreSQL server runs as the postgres user
     try:
         if "sqlite" in args.databases:
             measure(f"sqlite:///{work}/ingest.db", args, "SQLite")
