@@ -105,15 +105,28 @@ def words(text):
     return WORD.findall((text or "").lower())
 
 
-def cosine(a, b):
-    """Cosine similarity of two bags of words, in [0, 1]."""
+def cosine(a, b, idf=None):
+    """Cosine similarity of two bags of words, in [0, 1]; words weighted by `idf` if given."""
     if not a or not b:
         return 0.0
+    weight = idf.get if idf else (lambda word, default=1.0: default)
     counts_a, counts_b = {}, {}
     for word in a:
         counts_a[word] = counts_a.get(word, 0) + 1
     for word in b:
         counts_b[word] = counts_b.get(word, 0) + 1
-    dot = sum(count * counts_b.get(word, 0) for word, count in counts_a.items())
-    norm = math.sqrt(sum(c * c for c in counts_a.values())) * math.sqrt(sum(c * c for c in counts_b.values()))
+    vec_a = {w: c * weight(w, 1.0) for w, c in counts_a.items()}
+    vec_b = {w: c * weight(w, 1.0) for w, c in counts_b.items()}
+    dot = sum(value * vec_b.get(word, 0.0) for word, value in vec_a.items())
+    norm = math.sqrt(sum(v * v for v in vec_a.values())) * math.sqrt(sum(v * v for v in vec_b.values()))
     return dot / norm if norm else 0.0
+
+
+def idf(documents):
+    """Inverse document frequency of each word over `documents` (lists of words)."""
+    frequency = {}
+    for words_ in documents:
+        for word in set(words_):
+            frequency[word] = frequency.get(word, 0) + 1
+    total = len(documents)
+    return {word: math.log((total + 1) / (count + 1)) + 1 for word, count in frequency.items()}

@@ -188,7 +188,8 @@ def similar(issue, limit):
     """Issues of the same workspace most like `issue`: [(issue, score in [0, 1])], best first.
 
     Score = half for sharing its root-cause fingerprint, half the cosine similarity of the words
-    of title and description. Candidates come from the fingerprint and a word search.
+    of title and description (weighted by rarity among the candidates). Candidates come from the
+    fingerprint and a word search.
     """
     from .search import matches
 
@@ -207,10 +208,12 @@ def similar(issue, limit):
                       .where(matches(Issue, " OR ".join(distinctive)) & (Issue.id != issue.id))
                       .order_by(Issue.created_at.desc()).limit(200)):
             candidates.setdefault(other.id, other)
+    texts = {other.id: detection.words(f"{other.title} {other.description}") for other in candidates.values()}
+    weights = detection.idf([words, *texts.values()])  # rare words say more than common ones
     scored = []
     for other in candidates.values():
         same_cause = issue.fingerprint is not None and other.fingerprint == issue.fingerprint
-        text = detection.cosine(words, detection.words(f"{other.title} {other.description}"))
+        text = detection.cosine(words, texts[other.id], weights)
         scored.append((round(0.5 * same_cause + 0.5 * text, 4), other))
     scored.sort(key=lambda pair: (-pair[0], pair[1].id))
     return [(other, score) for score, other in scored[:limit]]
