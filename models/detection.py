@@ -149,10 +149,10 @@ def _scores(title, body, causes, literals):
         yield score - penalty, cause, matched, against
 
 
-def infer(title, body=""):
+def infer(title, body="", path=VOCABULARY_PATH):
     """The most likely root cause of a report, or None when nothing is convincing."""
-    causes, min_score, min_margin = vocabulary()
-    ranked = sorted(_scores(title or "", body or "", causes, _literals()), key=lambda item: -item[0])
+    causes, min_score, min_margin = vocabulary(path)
+    ranked = sorted(_scores(title or "", body or "", causes, _literals(path)), key=lambda item: -item[0])
     if not ranked or ranked[0][0] < min_score:
         return None
     score, cause, matched, against = ranked[0]
