@@ -101,10 +101,27 @@ def _gate(signal):
 
 @functools.lru_cache(maxsize=4)
 def _literals(path=VOCABULARY_PATH):
-    """Every pre-filter literal of the vocabulary, each looked for once per report."""
+    """Every pre-filter literal of the vocabulary, indexed by its first three characters:
+    (literals shorter than that, {first three characters: literals})."""
     causes, _, _ = vocabulary(path)
-    return tuple(sorted({literal for cause in causes for *_, gate in cause.signals + cause.against
-                         if gate for literal in gate}))
+    literals = sorted({literal for cause in causes for *_, gate in cause.signals + cause.against
+                       if gate for literal in gate})
+    by_prefix = {}
+    for literal in literals:
+        if len(literal) >= 3:
+            by_prefix.setdefault(literal[:3], []).append(literal)
+    return (tuple(literal for literal in literals if len(literal) < 3),
+            {prefix: tuple(group) for prefix, group in by_prefix.items()})
+
+
+def _present(folded, literals):
+    """The pre-filter literals found in the case-folded text (only those whose first three
+    characters occur in it are looked for)."""
+    short, by_prefix = literals
+    found = set(filter(folded.__contains__, short))
+    for prefix in {folded[i:i + 3] for i in range(len(folded) - 2)} & by_prefix.keys():
+        found.update(filter(folded.__contains__, by_prefix[prefix]))
+    return found
 
 
 def _compile(signals):
@@ -140,7 +157,7 @@ def _evidence(title, body, present, signals):
 
 def _scores(title, body, causes, literals):
     folded = f"{title}\n{body}".casefold()
-    present = frozenset(filter(folded.__contains__, literals))
+    present = _present(folded, literals)
     for cause in causes:
         score, matched = _evidence(title, body, present, cause.signals)
         if not score:
