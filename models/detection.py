@@ -3,8 +3,11 @@
 Deterministic and explainable: each known root cause (models/data/root_causes.json) lists
 signals, regular expressions with weights. A report scores the sum of the weights of the
 distinct signals found in it (title hits count 1.5x: titles are written to say what broke).
-The best root cause wins if it reaches MIN_SCORE and beats the runner-up; the issue keeps
-the matched signals as its explanation. No branch in this file knows any root cause.
+A root cause may also list "against" signals: counter-evidence (e.g. "the query itself is
+fast" against a slow-query cause) whose weights are subtracted the same way. The best root
+cause wins if it reaches min_score and beats the runner-up by min_margin; the issue keeps
+the matched signals (and any counter-evidence) as its explanation. No branch in this file
+knows any root cause.
 """
 import functools
 import json
@@ -12,6 +15,11 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+
+try:  # the stdlib regex parser, used only to derive literal pre-filters (see _gate)
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover - older/other Pythons: no pre-filter, same results
+    _sre_parse = None
 
 VOCABULARY_PATH = os.path.join(os.path.dirname(__file__), "data", "root_causes.json")
 TITLE_WEIGHT = 1.5
@@ -23,7 +31,8 @@ class RootCause:
     domain: str
     root_cause: str
     name: str
-    signals: tuple  # ((compiled regex, source text, weight), ...)
+    signals: tuple  # ((compiled regex, source text, weight, gate), ...)
+    against: tuple = ()  # counter-evidence, same shape; weights are subtracted
 
 
 @dataclass
@@ -33,22 +42,91 @@ class Detection:
     score: float
     matched: list = field(default_factory=list)
     runner_up: dict | None = None
+    against: list = field(default_factory=list)
 
     @property
     def fingerprint(self):
         return {"domain": self.domain, "root_cause": self.root_cause}
 
     def explain(self):
-        return {"method": "vocabulary", "score": round(self.score, 2), "matched": self.matched,
-                "runner_up": self.runner_up}
+        explanation = {"method": "vocabulary", "score": round(self.score, 2), "matched": self.matched,
+                       "runner_up": self.runner_up}
+        if self.against:
+            explanation["against"] = self.against
+        return explanation
 
 
-def _compile(signal):
-    """Signals match case-insensitively. Lower-casing pattern and text once is ~3x faster than
-    re.IGNORECASE; a pattern with an upper-case escape (\\S, \\W, ...) keeps the flag instead."""
-    if re.search(r"\\[A-Z]", signal):
-        return re.compile(signal, re.IGNORECASE)
-    return re.compile(signal.lower())
+def _required(items):
+    """Literals one of which every match of the parsed regex `items` must contain, or None.
+
+    Walks the stdlib parse tree: a sequence needs all its parts, so any one part's requirement
+    will do (the most selective is kept); an alternation needs one of its branches'."""
+    best, run = None, []
+
+    def consider(candidate):
+        nonlocal best
+        if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
+            best = candidate
+
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            run.append(chr(av))
+            continue
+        consider(frozenset(["".join(run).casefold()]) if run else None)
+        run = []
+        if name == "SUBPATTERN":
+            consider(_required(av[-1]))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+            consider(_required(av[2]))
+        elif name == "BRANCH":
+            branches = [_required(branch) for branch in av[1]]
+            consider(None if None in branches else frozenset().union(*branches))
+    consider(frozenset(["".join(run).casefold()]) if run else None)
+    return best
+
+
+def _gate(signal):
+    """A cheap necessary condition for `signal` to match: a set of literals, one of which must
+    occur in the case-folded text (None: always run the regex). Only skips regexes that cannot
+    match, so results are the same with or without it; it makes inference several times faster."""
+    if _sre_parse is None:
+        return None
+    try:
+        gate = _required(_sre_parse.parse(signal, re.IGNORECASE))
+    except Exception:  # pragma: no cover - parser internals changed: no pre-filter
+        return None
+    return gate if gate and all(gate) else None
+
+
+@functools.lru_cache(maxsize=4)
+def _literals(path=VOCABULARY_PATH):
+    """Every pre-filter literal of the vocabulary, indexed by its first three characters:
+    (literals shorter than that, {first three characters: literals})."""
+    causes, _, _ = vocabulary(path)
+    literals = sorted({literal for cause in causes for *_, gate in cause.signals + cause.against
+                       if gate for literal in gate})
+    by_prefix = {}
+    for literal in literals:
+        if len(literal) >= 3:
+            by_prefix.setdefault(literal[:3], []).append(literal)
+    return (tuple(literal for literal in literals if len(literal) < 3),
+            {prefix: tuple(group) for prefix, group in by_prefix.items()})
+
+
+def _present(folded, literals):
+    """The pre-filter literals found in the case-folded text (only those whose first three
+    characters occur in it are looked for)."""
+    short, by_prefix = literals
+    found = set(filter(folded.__contains__, short))
+    for prefix in {folded[i:i + 3] for i in range(len(folded) - 2)} & by_prefix.keys():
+        found.update(filter(folded.__contains__, by_prefix[prefix]))
+    return found
+
+
+def _compile(signals):
+    return tuple((re.compile(signal, re.IGNORECASE), signal, float(weight), _gate(signal))
+                 for signal, weight in signals.items())
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,39 +135,51 @@ def vocabulary(path=VOCABULARY_PATH):
         data = json.load(handle)
     causes = tuple(
         RootCause(entry["domain"], entry["root_cause"], entry["name"],
-                  tuple((_compile(signal), signal, float(weight))
-                        for signal, weight in entry["signals"].items()))
+                  _compile(entry["signals"]), _compile(entry.get("against", {})))
         for entry in data["root_causes"])
     return causes, float(data["min_score"]), float(data["min_margin"])
 
 
-def _scores(title, body, causes):
-    title = title.lower()
-    text = f"{title}\n{body.lower()}"
+def _evidence(title, body, present, signals):
+    """Weighted sum of the distinct signals found (title hits count TITLE_WEIGHT x) and which fired."""
+    score, fired = 0.0, []
+    for regex, source, weight, gate in signals:
+        if gate is not None and gate.isdisjoint(present):
+            continue
+        if regex.search(title):
+            score += weight * TITLE_WEIGHT
+            fired.append(source)
+        elif regex.search(body):
+            score += weight
+            fired.append(source)
+    return score, fired
+
+
+def _scores(title, body, causes, literals):
+    folded = f"{title}\n{body}".casefold()
+    present = _present(folded, literals)
     for cause in causes:
-        score, matched = 0.0, []
-        for regex, source, weight in cause.signals:
-            if regex.search(text):  # one pass over everything; the title only when it hit
-                score += weight * (TITLE_WEIGHT if regex.search(title) else 1.0)
-                matched.append(source)
-        if score:
-            yield score, cause, matched
+        score, matched = _evidence(title, body, present, cause.signals)
+        if not score:
+            continue
+        penalty, against = _evidence(title, body, present, cause.against) if cause.against else (0.0, [])
+        yield score - penalty, cause, matched, against
 
 
-def infer(title, body=""):
+def infer(title, body="", path=VOCABULARY_PATH):
     """The most likely root cause of a report, or None when nothing is convincing."""
-    causes, min_score, min_margin = vocabulary()
-    ranked = sorted(_scores(title or "", body or "", causes), key=lambda item: -item[0])
+    causes, min_score, min_margin = vocabulary(path)
+    ranked = sorted(_scores(title or "", body or "", causes, _literals(path)), key=lambda item: -item[0])
     if not ranked or ranked[0][0] < min_score:
         return None
-    score, cause, matched = ranked[0]
+    score, cause, matched, against = ranked[0]
     runner_up = None
     if len(ranked) > 1:
-        second_score, second, _ = ranked[1]
+        second_score, second = ranked[1][:2]
         if score - second_score < min_margin:
             return None
         runner_up = {"domain": second.domain, "root_cause": second.root_cause, "score": round(second_score, 2)}
-    return Detection(cause.domain, cause.root_cause, score, matched, runner_up)
+    return Detection(cause.domain, cause.root_cause, score, matched, runner_up, against)
 
 
 def pattern_name(fingerprint):

@@ -1,0 +1,118 @@
+"""Root-cause inference (models/detection.py): the engine on a small synthetic vocabulary, and
+a few smoke checks of the shipped vocabulary on texts written for these tests (not taken from
+bench/data/eval_reports.jsonl)."""
+import json
+import re
+
+import pytest
+
+from models import detection
+
+VOCAB = {
+    "min_score": 3,
+    "min_margin": 1,
+    "root_causes": [
+        {"domain": "garden", "root_cause": "aphids", "name": "Aphids",
+         "signals": {r"\baphids?\b": 3, r"sticky leaves|honeydew": 2, r"\bleaves\b": 0.5},
+         "against": {r"\bladybirds? ate\b": 2.5}},
+        {"domain": "garden", "root_cause": "frost", "name": "Frost damage",
+         "signals": {r"\bfrost\b|below freezing": 3, r"black(ened)? leaves": 2, r"\bleaves\b": 0.5}},
+        {"domain": "kitchen", "root_cause": "burnt_toast", "name": "Burnt toast",
+         "signals": {r"\btoast(er)?\b": 1.5, r"smoke alarm|burn(t|ed)": 2}},
+    ],
+}
+
+
+@pytest.fixture()
+def vocab(tmp_path):
+    path = tmp_path / "root_causes.json"
+    path.write_text(json.dumps(VOCAB))
+    yield str(path)
+    detection.vocabulary.cache_clear()
+    detection._literals.cache_clear()
+
+
+def test_winner_is_explained_by_the_signals_that_fired(vocab):
+    found = detection.infer("Roses covered in aphids", "the leaves are sticky leaves everywhere", path=vocab)
+    assert found.fingerprint == {"domain": "garden", "root_cause": "aphids"}
+    assert found.matched == [r"\baphids?\b", "sticky leaves|honeydew", r"\bleaves\b"]
+    # title hits count 1.5x: 3 * 1.5 + 2 + 0.5
+    assert found.score == pytest.approx(7.0)
+    assert found.explain()["method"] == "vocabulary"
+    assert found.explain()["runner_up"] == {"domain": "garden", "root_cause": "frost", "score": 0.5}
+    assert "against" not in found.explain()
+
+
+def test_deterministic(vocab):
+    texts = [("Aphids again", "honeydew on the leaves"), ("Toaster set off the smoke alarm", "")]
+    first = [detection.infer(t, b, path=vocab).explain() for t, b in texts]
+    for _ in range(3):
+        assert [detection.infer(t, b, path=vocab).explain() for t, b in texts] == first
+
+
+def test_none_when_nothing_is_convincing(vocab):
+    assert detection.infer("", "", path=vocab) is None
+    assert detection.infer("Weekly planning notes", "nothing about plants here", path=vocab) is None
+    # only a weak generic word: below min_score
+    assert detection.infer("Some leaves fell", "", path=vocab) is None
+
+
+def test_margin_rule(vocab):
+    # aphids 3 vs frost 3 (+ the shared weak word): a tie is not a decision
+    assert detection.infer("Garden report", "aphids on the roses and a night of frost", path=vocab) is None
+    # the same evidence plus one more discriminating signal for frost decides it
+    found = detection.infer("Garden report", "aphids on the roses, frost, blackened leaves", path=vocab)
+    assert found.root_cause == "frost" and found.runner_up["root_cause"] == "aphids"
+
+
+def test_counter_evidence_is_subtracted_and_reported(vocab):
+    found = detection.infer("Frost last night", "a few aphids, but the ladybirds ate them", path=vocab)
+    assert found.root_cause == "frost"
+    assert found.runner_up == {"domain": "garden", "root_cause": "aphids", "score": 0.5}
+    aphids = detection.infer("Aphids", "ladybirds ate some of them", path=vocab)
+    assert aphids is None  # 4.5 - 2.5 = 2.0 < min_score
+    assert detection.infer("Aphids", "honeydew; the ladybirds ate some", path=vocab).explain()["against"] == [
+        r"\bladybirds? ate\b"]
+
+
+@pytest.mark.parametrize("signal", [
+    r"\bdeadlock", r"too many (clients|connections)|QueuePool limit", r"(memory|rss)\b.{0,40}\b(grow|climb)",
+    r"(?-i:\b[A-Z][A-Z0-9]*_(KEY|TOKEN)\b)", r"\b[45]\.[1-7]\.\d{1,2}\b", r"cert(ificate)?s? (has )?expired",
+    r"x?y", r"(ab)+c|d{2,}", r"(?:caf\u00e9|STRASSE) open"])
+def test_literal_prefilter_never_changes_a_result(signal):
+    gate = detection._gate(signal)
+    regex = re.compile(signal, re.IGNORECASE)
+    texts = ["Deadlock found", "DEADLOCKS", "sorry, too many clients already", "QUEUEPOOL LIMIT of size 5",
+             "RSS keeps growing", "memory: grows", "STRIPE_KEY missing", "stripe_key", "550 5.7.1 blocked",
+             "Certificate has EXPIRED", "abababc", "dd", "y", "", "CAF\u00c9 Strasse open", "caf\u00e9 strasse OPEN"]
+    for text in texts:
+        folded = text.casefold()
+        passes = gate is None or any(literal in folded for literal in gate)
+        assert passes or not regex.search(text), (signal, text, gate)
+
+
+@pytest.mark.parametrize("title, body, expected", [
+    ("FATAL: remaining connection slots are reserved for non-replication superuser connections",
+     "worker pods x 40 each open their own pool", "connection_pool_exhausted"),
+    ("ENOSPC: no space left on device, write", "/var/lib/docker on build-host-9", "disk_full"),
+    ("Nightly job fails: Deadlock found when trying to get lock; try restarting transaction",
+     "two jobs update invoices and payments in opposite order", "deadlock"),
+    ("Could not resolve host: api.example.test", "resolver 10.0.0.2 not answering since 02:00", "dns_resolution_failure"),
+    ("x509: certificate has expired or is not yet valid", "calling https://svc.example.test", "tls_certificate_expired"),
+])
+def test_shipped_vocabulary_on_plain_cases(title, body, expected):
+    found = detection.infer(title, body)
+    assert found is not None and found.root_cause == expected, found and found.explain()
+    assert found.matched
+
+
+def test_shipped_vocabulary_says_nothing_about_unrelated_text():
+    assert detection.infer("Quarterly roadmap review", "agenda: hiring, offsite, budget") is None
+
+
+def test_shipped_vocabulary_regexes_compile_and_are_gated():
+    causes, min_score, min_margin = detection.vocabulary()
+    assert min_score > 0 and min_margin > 0
+    assert len({(c.domain, c.root_cause) for c in causes}) == len(causes)
+    ungated = [source for c in causes for _, source, _, gate in c.signals + c.against if gate is None]
+    assert len(ungated) <= 3, ungated
