@@ -3,6 +3,7 @@ and riding out a database outage. Each test runs its own throwaway PostgreSQL se
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -61,7 +62,7 @@ def procfile_env(url, **extra):
 
 def run_release(env):
     command = procfile_command("release")
-    command[0] = os.path.join(os.path.dirname(shutil.which("python") or ""), command[0])
+    command[0] = os.path.join(os.path.dirname(sys.executable), command[0])
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
