@@ -92,7 +92,8 @@ class AccessToken(dict):
 class JWTBearerValidator(BearerTokenValidator):
     def authenticate_token(self, token_string):
         try:
-            token = jwt.decode(token_string, _signing_key(), algorithms=[ALGORITHM])
+            # The quickstart's own curl line sends "Bearer $TOKEN " with a trailing space.
+            token = jwt.decode(token_string.strip(), _signing_key(), algorithms=[ALGORITHM])
             CLAIMS.validate(token.claims)
         except (JoseError, ValueError, TypeError):
             return None

@@ -155,3 +155,13 @@ def test_revoke_logs_out(client):
 def test_revoke_of_unknown_token_is_still_ok(client):
     response = client.post("/v1/auth/revoke", json={"refresh_token": "clp_refresh_unknown"})
     assert response.status_code == 200
+
+
+def test_surrounding_whitespace_around_the_token_is_ignored(app, client):
+    """Some HTTP servers (the development server among them) keep a header's trailing space."""
+    from app.auth import JWTBearerValidator
+
+    token = exchange(client)["access_token"]
+    with app.app_context():
+        assert JWTBearerValidator().authenticate_token(token + " ") is not None
+        assert JWTBearerValidator().authenticate_token(token + "x") is None

@@ -19,9 +19,14 @@ def test_exchange_returns_exactly_the_quickstart_fields(client):
     assert body["scope"].startswith("issues:read issues:write patterns:read")
 
 
+def quickstart_headers(token):
+    """Exactly as the walkthrough's curl lines send it: note the space before the closing quote."""
+    return {"Authorization": f"Bearer {token} "}
+
+
 def test_issue_list_is_newest_first_with_the_quickstart_values(client):
     token = exchange(client)["access_token"]
-    body = client.get("/v1/issues", headers={"Authorization": f"Bearer {token}"}).get_json()
+    body = client.get("/v1/issues", headers=quickstart_headers(token)).get_json()
     first = body["data"][0]
     assert {key: first[key] for key in ("id", "title", "status", "severity", "pattern_id", "created_at")} == {
         "id": "iss_01abc123",
@@ -38,7 +43,7 @@ def test_issue_list_is_newest_first_with_the_quickstart_values(client):
 
 def test_pattern_has_the_quickstart_values(client):
     token = exchange(client)["access_token"]
-    body = client.get("/v1/patterns/pat_01xyz789", headers={"Authorization": f"Bearer {token}"}).get_json()
+    body = client.get("/v1/patterns/pat_01xyz789", headers=quickstart_headers(token)).get_json()
     assert {key: body[key] for key in ("id", "name", "status", "risk_score", "issue_count",
                                        "last_seen_at", "fingerprint")} == {
         "id": "pat_01xyz789",
@@ -52,7 +57,7 @@ def test_pattern_has_the_quickstart_values(client):
 
 
 def test_created_issue_heads_the_list(client):
-    headers = {"Authorization": f"Bearer {exchange(client)['access_token']}"}
+    headers = quickstart_headers(exchange(client)["access_token"])
     created = client.post("/v1/issues", headers=headers, json={"title": "Search results empty for umlauts"})
     assert created.status_code == 201
     issue = created.get_json()

@@ -83,7 +83,7 @@ def test_procfile_web_serves_health(server):
 def test_quickstart_over_real_http(server):
     tokens = requests.post(server + "/v1/auth/exchange", json={"subject_token": "<your_clerk_session_jwt>"},
                            timeout=5).json()
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    headers = {"Authorization": f"Bearer {tokens['access_token']} "}  # the walkthrough's trailing space
     listing = requests.get(server + "/v1/issues", headers=headers, timeout=5).json()
     assert listing["data"][0]["id"] == "iss_01abc123" and listing["page"]["total"] == 87
     pattern = requests.get(server + "/v1/patterns/pat_01xyz789", headers=headers, timeout=5).json()
