@@ -64,6 +64,15 @@ class Membership(BaseModel):
     def find(cls, user_id, workspace_id):
         return cls.get_or_none((cls.user == user_id) & (cls.workspace == workspace_id))
 
+    @classmethod
+    def of_user(cls, user_id, clerk_org_id=None):
+        """A user's memberships, oldest first; with `clerk_org_id`, only in that organization's workspaces."""
+        query = cls.select().where(cls.user == user_id)
+        if clerk_org_id is not None:
+            query = (query.join(Workspace).join(Organization)
+                     .where(Organization.clerk_org_id == clerk_org_id))
+        return query.order_by(cls.created_at, cls.id)
+
 
 class AuthSession(BaseModel):
     """One sign-in: the family of refresh tokens it rotates through, revoked as a whole."""
