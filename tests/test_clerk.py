@@ -1,5 +1,5 @@
 """Real sign-in: Clerk session JWTs checked against a PEM key or a JWKS served on loopback,
-mapped to a user and a workspace."""
+mapped to a user and a workspace; and the `flask provision` command that sets up the first owner."""
 import base64
 import hashlib
 import hmac
@@ -365,3 +365,56 @@ def test_several_memberships_without_an_organization_are_refused(client, signing
 def test_malformed_pem_key_stops_the_app_at_start(make_app):
     with pytest.raises(ConfigError, match="CLERK_JWT_KEY"):
         make_app(USE_MOCK=False, CLERK_JWT_KEY="-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----")
+
+
+# --- flask provision ------------------------------------------------------------------------
+
+
+def provision(app, *args):
+    return app.test_cli_runner().invoke(args=["provision", *args])
+
+
+def printed_ids(result):
+    return {line.split(":")[0]: line.split()[1] for line in result.output.splitlines()}
+
+
+OWNER_ARGS = ("--org", "Initech", "--clerk-org-id", "org_clerk_initech", "--workspace", "Initech Prod",
+              "--clerk-user-id", "user_clerk_peter", "--email", "peter@initech.example")
+
+
+@pytest.fixture
+def real_app(make_real_app):
+    return make_real_app()
+
+
+def test_provision_creates_an_organization_workspace_and_owner(real_app):
+    result = provision(real_app, *OWNER_ARGS)
+    assert result.exit_code == 0, result.output
+    ids = printed_ids(result)
+    assert set(ids) == {"organization", "workspace", "user", "membership"}
+    assert result.output.count("(created)") == 4
+    with real_app.app_context(), db.connection_context():
+        workspace = Workspace.get_by_id(ids["workspace"])
+        assert workspace.name == "Initech Prod"
+        assert workspace.organization.clerk_org_id == "org_clerk_initech"
+        assert User.get_by_id(ids["user"]).clerk_user_id == "user_clerk_peter"
+        assert Membership.get_by_id(ids["membership"]).role == "owner"
+
+
+def test_provision_twice_creates_nothing_new(real_app):
+    first = printed_ids(provision(real_app, *OWNER_ARGS))
+    again = provision(real_app, *OWNER_ARGS)
+    assert again.exit_code == 0, again.output
+    assert printed_ids(again) == first
+    assert again.output.count("(existing)") == 4
+    with real_app.app_context(), db.connection_context():
+        assert Organization.select().where(Organization.name == "Initech").count() == 1
+        assert User.select().where(User.clerk_user_id == "user_clerk_peter").count() == 1
+
+
+def test_provisioned_owner_can_sign_in_with_clerk(real_app, signing_key):
+    ids = printed_ids(provision(real_app, *OWNER_ARGS))
+    token = clerk_token(signing_key, "user_clerk_peter", o={"id": "org_clerk_initech", "rol": "admin"})
+    response = exchange(real_app.test_client(), token)
+    assert response.status_code == 200
+    assert response.get_json()["workspace_id"] == ids["workspace"]
