@@ -3,7 +3,7 @@ import logging
 
 from flask import Flask
 
-from . import cli, config, events, ratelimit, requests
+from . import clerk, cli, config, events, ratelimit, requests
 from .api import CommaList
 from .errors import register_error_handlers
 from .extensions import api, cors, limiter
@@ -55,6 +55,7 @@ def create_app(overrides=None):
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)
     stream.document(api.spec, app)
+    clerk.init_app(app)
     cli.init_app(app)
     events.init_app(app, serializers={Issue: issues.IssueSchema().dump,
                                       Pattern: patterns.PatternSchema().dump})

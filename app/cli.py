@@ -1,8 +1,8 @@
-"""`flask` commands: migrate the schema, (re)load the seed."""
+"""`flask` commands: migrate the schema, (re)load the seed, provision a real deployment's first owner."""
 import click
 
 import fixtures
-from models import schema
+from models import db, provision_owner, schema
 from models.base import release_connections
 
 
@@ -30,3 +30,20 @@ def init_app(app):
             raise click.ClickException("the database already has data; use --reset to replace it")
         counts = fixtures.load_seed(reset=reset)
         click.echo(f"seeded {counts['workspaces']} workspaces and {counts['issues']} issues")
+
+    @app.cli.command("provision")
+    @click.option("--org", "org_name", required=True, help="Organization name.")
+    @click.option("--clerk-org-id", default=None, help="The Clerk organization it is (org_...).")
+    @click.option("--workspace", "workspace_name", default=None,
+                  help="Workspace name (default: the organization's name).")
+    @click.option("--clerk-user-id", required=True, help="The owner's Clerk user id (user_...).")
+    @click.option("--email", required=True, help="The owner's email address.")
+    @click.option("--name", "user_name", default=None, help="The owner's display name.")
+    def provision_command(org_name, clerk_org_id, workspace_name, clerk_user_id, email, user_name):
+        """Create (or find) an organization, a workspace and its owner, so they can sign in with Clerk."""
+        schema.migrate()
+        with db.connection_context():
+            rows = provision_owner(org_name, workspace_name or org_name, clerk_user_id, email,
+                                   clerk_org_id=clerk_org_id, user_name=user_name)
+        for kind, (row_id, state) in rows.items():
+            click.echo(f"{kind}: {row_id} ({state})")

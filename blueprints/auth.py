@@ -2,6 +2,7 @@
 import marshmallow as ma
 from flask import current_app
 
+from app import clerk
 from app.api import Blueprint, Timestamp
 from app.auth import current_principal, grant_tokens, start_session
 from app.errors import ApiError
@@ -67,8 +68,10 @@ def verify_subject_token(subject_token):
     """The Clerk session's (user id, workspace id); raises invalid_grant when it is refused."""
     if current_app.config["USE_MOCK"]:
         return MOCK_USER_ID, MOCK_WORKSPACE_ID
-    raise invalid_grant("Clerk sign-in is not configured on this server "
-                        "(set CLERK_JWT_KEY or CLERK_JWKS_URL)")
+    try:
+        return clerk.sign_in(subject_token)
+    except clerk.SignInRefused as refusal:
+        raise invalid_grant(str(refusal)) from None
 
 
 @blp.route("/auth/exchange", methods=["POST"])

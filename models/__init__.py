@@ -1,6 +1,6 @@
 """peewee models, their query builders, and the database proxy they are bound to."""
 from .accounts import (ALL_SCOPES, ROLE_SCOPES, ROLES, AuthSession, Membership,
-                       Organization, RefreshToken, User, Workspace)
+                       Organization, RefreshToken, User, Workspace, provision_owner)
 from .events import Event, EventCounter
 from .idempotency import IdempotencyKey
 from .base import Conflict, NotFound, RuleViolation, db, make_database, new_id, utcnow
@@ -14,5 +14,5 @@ __all__ = [
     "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
     "Issue", "Pattern", "Event", "EventCounter", "IdempotencyKey", "MODELS", "Conflict", "NotFound", "RuleViolation",
-    "db", "make_database", "new_id", "utcnow",
+    "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

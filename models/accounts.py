@@ -5,7 +5,7 @@ import secrets
 
 import peewee as pw
 
-from .base import BaseModel, utcnow
+from .base import BaseModel, db, utcnow
 
 ROLE_SCOPES = {
     "read_only": ("issues:read", "patterns:read"),
@@ -63,6 +63,75 @@ class Membership(BaseModel):
     @classmethod
     def find(cls, user_id, workspace_id):
         return cls.get_or_none((cls.user == user_id) & (cls.workspace == workspace_id))
+
+    @classmethod
+    def of_user(cls, user_id, clerk_org_id=None):
+        """A user's memberships, oldest first; with `clerk_org_id`, only in that organization's workspaces."""
+        query = cls.select().where(cls.user == user_id)
+        if clerk_org_id is not None:
+            query = (query.join(Workspace).join(Organization)
+                     .where(Organization.clerk_org_id == clerk_org_id))
+        return query.order_by(cls.created_at, cls.id)
+
+
+def provision_owner(org_name, workspace_name, clerk_user_id, email, clerk_org_id=None, user_name=None):
+    """Make sure an organization, its workspace and an owner exist, creating only what is missing.
+
+    Returns {"organization" | "workspace" | "user" | "membership": (id, "created" | "updated" | "existing")}.
+    """
+    with db.atomic():
+        org, org_state = _provision_organization(org_name, clerk_org_id)
+        workspace = (Workspace.select()
+                     .where((Workspace.organization == org) & (Workspace.name == workspace_name))
+                     .order_by(Workspace.created_at, Workspace.id).first())
+        workspace_state = "existing"
+        if workspace is None:
+            workspace = Workspace.create(id=Workspace.next_id(), organization=org, name=workspace_name)
+            workspace_state = "created"
+        user, user_state = _provision_user(clerk_user_id, email, user_name)
+        membership = Membership.find(user.id, workspace.id)
+        membership_state = "existing"
+        if membership is None:
+            membership = Membership.create(id=Membership.next_id(), user=user, workspace=workspace,
+                                           role="owner")
+            membership_state = "created"
+        elif membership.role != "owner":
+            membership.role = "owner"
+            membership.save()
+            membership_state = "updated"
+    return {"organization": (org.id, org_state), "workspace": (workspace.id, workspace_state),
+            "user": (user.id, user_state), "membership": (membership.id, membership_state)}
+
+
+def _provision_organization(name, clerk_org_id):
+    """By Clerk organization id; else by name (linking it, when it has no Clerk id yet); else new."""
+    if clerk_org_id is not None:
+        org = Organization.get_or_none(Organization.clerk_org_id == clerk_org_id)
+        if org is not None:
+            return org, "existing"
+    query = Organization.select().where(Organization.name == name)
+    if clerk_org_id is not None:
+        query = query.where(Organization.clerk_org_id.is_null())
+    org = query.order_by(Organization.created_at, Organization.id).first()
+    if org is None:
+        return Organization.create(id=Organization.next_id(), name=name, clerk_org_id=clerk_org_id), "created"
+    if clerk_org_id is None:
+        return org, "existing"
+    org.clerk_org_id = clerk_org_id
+    org.save()
+    return org, "updated"
+
+
+def _provision_user(clerk_user_id, email, name):
+    user = User.get_or_none(User.clerk_user_id == clerk_user_id)
+    if user is None:
+        return User.create(id=User.next_id(), clerk_user_id=clerk_user_id, email=email, name=name), "created"
+    if user.email == email and name in (None, user.name):
+        return user, "existing"
+    user.email = email
+    user.name = user.name if name is None else name
+    user.save()
+    return user, "updated"
 
 
 class AuthSession(BaseModel):
