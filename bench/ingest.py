@@ -11,17 +11,12 @@ import concurrent.futures
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from test_server import free_port, run_procfile_web, stop  # noqa: E402
+from servers import ROOT, postgres, web
 
 REPORTS = os.path.join(ROOT, "bench", "data", "eval_reports.jsonl")
 BATCH = 500
@@ -43,19 +38,25 @@ def batches(total, run_id):
 
 
 def measure(database_url, args, label):
-    env = {**os.environ, "DATABASE_URL": database_url, "USE_MOCK": "1", "PORT": str(free_port()),
-           "RATE_LIMIT": "1000000/minute", "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": str(args.workers)}
-    proc, base = run_procfile_web(env)
-    try:
+    env = {"DATABASE_URL": database_url, "USE_MOCK": "1", "RATE_LIMIT": "1000000/minute",
+           "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": str(args.workers)}
+    with web(env) as (_, base):
         token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
         session = requests.Session()
         latencies, accepted = [], 0
 
+        retries = []
+
         def send(records):
             started = time.perf_counter()
-            response = session.post(base + "/v1/ingest/batch", headers=headers, json={"records": records},
-                                    timeout=120)
+            for _ in range(5):
+                response = session.post(base + "/v1/ingest/batch", headers=headers, json={"records": records},
+                                        timeout=120)
+                if response.status_code != 503:  # a lock wait that ran out: retry, as a client would
+                    break
+                retries.append(1)
+                time.sleep(float(response.headers.get("Retry-After", "1")))
             assert response.status_code == 202, response.text[:300]
             return (time.perf_counter() - started) * 1000, response.json()["accepted"]
 
@@ -66,11 +67,9 @@ def measure(database_url, args, label):
                 accepted += count
         elapsed = time.perf_counter() - started
         stats = requests.get(base + "/v1/patterns?limit=100", headers=headers, timeout=30).json()["page"]["total"]
-    finally:
-        stop(proc)
     print(f"{label:10} {accepted:8d} records in {elapsed:6.1f} s = {accepted / elapsed:7.0f} records/s; "
           f"batch p50 {percentile(latencies, 50):6.0f} ms, p99 {percentile(latencies, 99):6.0f} ms; "
-          f"{stats} patterns")
+          f"{stats} patterns; {len(retries)} batches retried after a 503")
 
 
 def main():
@@ -83,18 +82,12 @@ def main():
     print(f"ingest: {args.records} records, batches of {BATCH}, {args.clients} concurrent clients, "
           f"{args.workers} gunicorn workers")
     work = tempfile.mkdtemp(prefix="causeloop-bench-ingest-")
-    os.chmod(work, 0o755)  # the PostgreSQL server runs as the postgres user
     try:
         if "sqlite" in args.databases:
             measure(f"sqlite:///{work}/ingest.db", args, "SQLite")
         if "postgres" in args.databases:
-            folder = os.path.join(work, "pg")
-            url = subprocess.run(["bash", ".ci/postgres", "start", folder], cwd=ROOT, check=True,
-                                 capture_output=True, text=True).stdout.strip()
-            try:
+            with postgres() as url:
                 measure(url, args, "PostgreSQL")
-            finally:
-                subprocess.run(["bash", ".ci/postgres", "stop", folder], cwd=ROOT)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -8,23 +8,15 @@ and stops both. Needs the `bench` extra (pip install -e '.[bench]').
 """
 import argparse
 import asyncio
-import os
 import random
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
 import aiohttp
+import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from test_server import free_port, run_procfile_web, stop  # noqa: E402  (the suite's launcher)
+from servers import postgres, web
 
 MIX = [("list", 0.5), ("get", 0.2), ("create", 0.2), ("patch", 0.1)]
 
@@ -116,33 +108,18 @@ def main():
     parser.add_argument("--clients", type=int, default=64)
     args = parser.parse_args()
 
-    folder = tempfile.mkdtemp(prefix="causeloop-bench-pg-")
-    url = subprocess.run(["bash", ".ci/postgres", "start", folder], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    proc = None
-    try:
-        env = {**os.environ, "DATABASE_URL": url, "USE_MOCK": "1", "PORT": str(free_port()),
-               "WEB_CONCURRENCY": "2", "LOG_LEVEL": "WARNING"}
-        proc, base = run_procfile_web(env)
-        import requests
-
-        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
-        load = Load(base, token["access_token"], uuid.uuid4().hex[:8])
-        started = time.monotonic()
-        asyncio.run(load.run(args.clients, args.seconds))
-        elapsed = time.monotonic() - started
-    finally:
-        if proc is not None:
+    with postgres() as url:
+        with web({"DATABASE_URL": url, "USE_MOCK": "1", "WEB_CONCURRENCY": "2", "LOG_LEVEL": "WARNING",
+                  "RATE_LIMIT": "1000000/minute"}) as (proc, base):
+            token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
+            load = Load(base, token["access_token"], uuid.uuid4().hex[:8])
+            started = time.monotonic()
+            asyncio.run(load.run(args.clients, args.seconds))
+            elapsed = time.monotonic() - started
             proc.log.seek(0)
             server_log = proc.log.read().decode(errors="replace")
-            stop(proc)
-
-    try:
         stored = stored_titles(url, load.run_id)
         exact = counters_exact(url)
-    finally:
-        subprocess.run(["bash", ".ci/postgres", "stop", folder], cwd=ROOT)
-        shutil.rmtree(folder, ignore_errors=True)
 
     every = [ms for values in load.latencies.values() for ms in values]
     print(f"PostgreSQL load: gunicorn 2 workers x gthread, {args.clients} clients, {elapsed:.0f} s")

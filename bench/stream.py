@@ -11,19 +11,12 @@ import argparse
 import asyncio
 import datetime
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
 import aiohttp
+import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from test_server import free_port, run_procfile_web, stop  # noqa: E402
+from servers import postgres, web
 
 
 def percentile(values, q):
@@ -87,27 +80,15 @@ def main():
     parser.add_argument("--rate", type=float, default=20, help="writes per second")
     args = parser.parse_args()
 
-    folder = tempfile.mkdtemp(prefix="causeloop-bench-stream-")
-    url = subprocess.run(["bash", ".ci/postgres", "start", folder], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    proc = None
-    try:
-        env = {**os.environ, "DATABASE_URL": url, "USE_MOCK": "1", "PORT": str(free_port()),
-               "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(args.subscribers + 40),
-               "LOG_LEVEL": "WARNING"}
-        proc, base = run_procfile_web(env)
-        import requests
-
-        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
-        held, latencies, done, http_ms = asyncio.run(run(base, token["access_token"], args))
-    finally:
-        if proc is not None:
-            stop(proc)
-        subprocess.run(["bash", ".ci/postgres", "stop", folder], cwd=ROOT)
-        shutil.rmtree(folder, ignore_errors=True)
+    threads = args.subscribers + 40
+    with postgres() as url:
+        with web({"DATABASE_URL": url, "USE_MOCK": "1", "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(threads),
+                  "RATE_LIMIT": "1000000/minute", "LOG_LEVEL": "WARNING"}) as (_, base):
+            token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
+            held, latencies, done, http_ms = asyncio.run(run(base, token["access_token"], args))
 
     expected = args.subscribers * args.writes
-    print(f"stream fan-out on PostgreSQL, 1 gunicorn worker ({env['GUNICORN_THREADS']} threads)")
+    print(f"stream fan-out on PostgreSQL, 1 gunicorn worker ({threads} threads)")
     print(f"sockets held by the worker: {held} of {args.subscribers}")
     print(f"writes: {args.writes} at ~{args.rate:g}/s; frames delivered: {len(latencies)} of {expected} "
           f"({sum(1 for n in done if n == args.writes)} subscribers got every event)")

@@ -11,7 +11,7 @@ db = pw.DatabaseProxy()
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
-    "busy_timeout": 5000,
+    "busy_timeout": 10_000,  # ms a writer waits for the lock before a 503
     "foreign_keys": 1,
     "synchronous": "normal",
     "cache_size": -64 * 1024,
@@ -62,6 +62,24 @@ class BaseModel(pw.Model):
     @classmethod
     def next_id(cls):
         return new_id(cls.ID_PREFIX)
+
+
+class WorkspaceScoped:
+    """Query helpers for models that belong to a workspace: another workspace's rows do not
+    exist for a caller (404, never 403)."""
+
+    KIND = None  # "Issue", "Pattern": how a 404 names the missing object
+
+    @classmethod
+    def in_workspace(cls, workspace_id):
+        return cls.select().where(cls.workspace == workspace_id)
+
+    @classmethod
+    def get_in_workspace(cls, object_id, workspace_id):
+        found = cls.in_workspace(workspace_id).where(cls.id == object_id).first()
+        if found is None:
+            raise NotFound(cls.KIND, object_id)
+        return found
 
 
 class ChoiceIntField(pw.SmallIntegerField):

@@ -3,7 +3,7 @@ import peewee as pw
 
 from . import events
 from .accounts import Workspace
-from .base import BaseModel, ChoiceIntField, Conflict, NotFound, RuleViolation, utcnow
+from .base import BaseModel, ChoiceIntField, Conflict, RuleViolation, WorkspaceScoped, utcnow
 from .patterns import Pattern
 from .search import matches
 
@@ -15,7 +15,8 @@ SEVERITY_RISK = {"low": 20, "medium": 45, "high": 70, "critical": 90}
 BULK_OPS = ("set_status", "set_severity", "link_pattern", "unlink_pattern")
 
 
-class Issue(BaseModel):
+class Issue(WorkspaceScoped, BaseModel):
+    KIND = "Issue"
     ID_PREFIX = "iss"
     id = pw.CharField(primary_key=True, max_length=40)
     workspace = pw.ForeignKeyField(Workspace, backref="issues", on_delete="CASCADE")
@@ -55,17 +56,6 @@ class Issue(BaseModel):
         if self.fingerprint_domain is None:
             return None
         return {"domain": self.fingerprint_domain, "root_cause": self.fingerprint_root_cause}
-
-    @classmethod
-    def in_workspace(cls, workspace_id):
-        return cls.select().where(cls.workspace == workspace_id)
-
-    @classmethod
-    def get_in_workspace(cls, issue_id, workspace_id):
-        issue = cls.in_workspace(workspace_id).where(cls.id == issue_id).first()
-        if issue is None:
-            raise NotFound("Issue", issue_id)
-        return issue
 
     @classmethod
     def search(cls, workspace_id, filters):

@@ -6,7 +6,7 @@ import peewee as pw
 
 from . import events
 from .accounts import Workspace
-from .base import BaseModel, NotFound, utcnow
+from .base import BaseModel, WorkspaceScoped, utcnow
 from .search import is_postgres, matches
 
 PATTERN_STATUSES = ("active", "watching", "resolved")
@@ -32,7 +32,8 @@ def risk_score(linked_by_severity, recent_count, last_seen, now):
     return max(0, min(100, round(100 * blended)))
 
 
-class Pattern(BaseModel):
+class Pattern(WorkspaceScoped, BaseModel):
+    KIND = "Pattern"
     ID_PREFIX = "pat"
     id = pw.CharField(primary_key=True, max_length=40)
     workspace = pw.ForeignKeyField(Workspace, backref="patterns", on_delete="CASCADE")
@@ -64,17 +65,6 @@ class Pattern(BaseModel):
         if self.fingerprint_domain is None and self.fingerprint_root_cause is None:
             return None
         return {"domain": self.fingerprint_domain, "root_cause": self.fingerprint_root_cause}
-
-    @classmethod
-    def in_workspace(cls, workspace_id):
-        return cls.select().where(cls.workspace == workspace_id)
-
-    @classmethod
-    def get_in_workspace(cls, pattern_id, workspace_id):
-        pattern = cls.in_workspace(workspace_id).where(cls.id == pattern_id).first()
-        if pattern is None:
-            raise NotFound("Pattern", pattern_id)
-        return pattern
 
     @classmethod
     def search(cls, workspace_id, filters):

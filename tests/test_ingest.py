@@ -5,8 +5,8 @@ import os
 import pytest
 import requests
 
-from conftest import ON_POSTGRES, OTHER_WORKSPACE, TEST_DATABASE_URL
-from test_server import free_port, run_procfile_web, stop
+from conftest import OTHER_WORKSPACE
+from test_server import free_port, mock_server
 
 POOL = "FATAL: remaining connection slots are reserved for non-replication superuser connections"
 POOL_2 = "sqlalchemy.exc.TimeoutError: QueuePool limit of size 5 overflow 10 reached"
@@ -154,12 +154,7 @@ def test_similar_is_scoped_and_validated(client, auth):
 
 @pytest.mark.live
 def test_ten_concurrent_deliveries_of_one_record_leave_one_issue(tmp_path):
-    env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "RATE_LIMIT": "100000/minute",
-           "DATABASE_URL": TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'ingest.db'}"}
-    proc, base = run_procfile_web(env)
-    try:
-        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "x"}, timeout=5).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+    with mock_server(tmp_path) as (base, headers, _):
         record = {"source": "sentry", "external_id": f"DUP-{os.getpid()}-{free_port()}", "title": DISK}
 
         def deliver(_):
@@ -172,5 +167,3 @@ def test_ten_concurrent_deliveries_of_one_record_leave_one_issue(tmp_path):
         found = requests.get(base + "/v1/issues", headers=headers, params={"source": "sentry", "limit": 100},
                              timeout=5).json()["data"]
         assert sum(1 for item in found if item["external_id"] == record["external_id"]) == 1
-    finally:
-        stop(proc)

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from conftest import ON_POSTGRES, OTHER_WORKSPACE, TEST_DATABASE_URL
-from test_server import free_port, run_procfile_web, stop
+from test_server import free_port, mock_server, run_procfile_web, stop
 
 
 @pytest.fixture
@@ -184,12 +184,8 @@ def test_key_length_is_validated(client, auth, key):
 
 @pytest.mark.live
 def test_twenty_concurrent_identical_posts_create_one_issue(tmp_path):
-    env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "RATE_LIMIT": "100000/minute",
-           "DATABASE_URL": TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'idem.db'}"}
-    proc, base = run_procfile_web(env)
-    try:
-        token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "x"}, timeout=5).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"burst-{time.time()}"}
+    with mock_server(tmp_path) as (base, headers, _):
+        headers = {**headers, "Idempotency-Key": f"burst-{time.time()}"}
         title = f"burst {time.time()}"
 
         def post(_):
@@ -200,11 +196,9 @@ def test_twenty_concurrent_identical_posts_create_one_issue(tmp_path):
             results = list(pool.map(post, range(20)))
         assert {status for status, _ in results} == {201}
         assert len({body for _, body in results}) == 1
-        found = requests.get(base + "/v1/issues", headers={"Authorization": f"Bearer {token}"},
+        found = requests.get(base + "/v1/issues", headers=headers,
                              params={"q": f'"{title}"', "limit": 100}, timeout=5).json()
         assert [item["title"] for item in found["data"]].count(title) == 1
-    finally:
-        stop(proc)
 
 
 def test_cors_allows_configured_origins_only(client):

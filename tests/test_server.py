@@ -1,4 +1,5 @@
 """The Procfile's web command serves the app under gunicorn (a real process on loopback)."""
+import contextlib
 import os
 import shlex
 import signal
@@ -62,6 +63,22 @@ def stop(proc):
         proc.kill()
         proc.wait()
     proc.log.close()
+
+
+@contextlib.contextmanager
+def mock_server(tmp_path, **env):
+    """The Procfile's web process in mock mode on the suite's database (the PostgreSQL server in
+    that pass, else a SQLite file); yields (base URL, the seed owner's headers, the process)."""
+    from conftest import ON_POSTGRES, TEST_DATABASE_URL
+
+    env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "RATE_LIMIT": "100000/minute",
+           "DATABASE_URL": TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'live.db'}", **env}
+    proc, base = run_procfile_web(env)
+    try:
+        tokens = requests.post(base + "/v1/auth/exchange", json={"subject_token": "x"}, timeout=5).json()
+        yield base, {"Authorization": f"Bearer {tokens['access_token']}"}, proc
+    finally:
+        stop(proc)
 
 
 @pytest.fixture
