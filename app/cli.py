@@ -1,7 +1,9 @@
-"""`flask` commands: migrate the schema, (re)load the seed, provision a real deployment's first owner."""
+"""`flask` commands: migrate the schema, (re)load the seed, provision a real deployment's first
+owner, generate synthetic data."""
 import click
 
 import fixtures
+from fixtures import synthetic
 from models import db, provision_owner, schema
 from models.base import release_connections
 
@@ -47,3 +49,20 @@ def init_app(app):
                                    clerk_org_id=clerk_org_id, user_name=user_name)
         for kind, (row_id, state) in rows.items():
             click.echo(f"{kind}: {row_id} ({state})")
+
+    @app.cli.command("generate")
+    @click.option("--workspace", required=True, help="Workspace id; created (with an owner) if missing.")
+    @click.option("--issues", type=click.IntRange(min=0), default=1000, show_default=True)
+    @click.option("--patterns", type=click.IntRange(min=0), default=30, show_default=True)
+    @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random generator.")
+    def generate_command(workspace, issues, patterns, seed):
+        """Fill an empty workspace with realistic synthetic issues and patterns (no events)."""
+        schema.migrate()
+        try:
+            made = synthetic.generate(workspace, issues, patterns, seed=seed)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"workspace: {made['workspace_id']}")
+        click.echo(f"owner: {made['owner_id']}")
+        click.echo(f"generated {made['issues']} issues and {made['patterns']} patterns "
+                   f"in {made['seconds']:.1f} s")
