@@ -1,13 +1,17 @@
 """The thin project layer over flask-smorest: Api, Blueprint, request parsing and shared fields."""
 import datetime
+import http
 
 import flask_smorest
 import marshmallow as ma
+from apispec import BasePlugin
+from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
 from .auth import require_scope
 from .errors import ErrorSchema, handle_http_exception
+from .ratelimit import is_limited
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import idempotent
 
@@ -31,8 +35,63 @@ class Parser(FlaskParser):
         return core.parse_json(req.get_data(cache=True))
 
 
+def _header(description, type_="string", required=True):
+    return {"description": description, "required": required, "schema": {"type": type_}}
+
+
+REQUEST_ID_HEADER = {"X-Request-Id": _header("Echoes a safe client X-Request-Id, else a new id; "
+                                             "equals `error.trace_id`.")}
+BUDGET_HEADERS = {"X-RateLimit-Limit": _header("Requests allowed per window.", "integer"),
+                  "X-RateLimit-Remaining": _header("Requests left in this window.", "integer")}
+# Headers of the shared error responses, beyond X-Request-Id.
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": _header("The Bearer challenge.")},
+    429: {"Retry-After": _header("Seconds until the budget refills.", "integer"), **BUDGET_HEADERS},
+    503: {"Retry-After": _header("Seconds to wait before retrying.", "integer")},
+}
+
+
+class CommonResponses(BasePlugin):
+    """What any operation can meet whatever its view does, documented once, here: a 413 where
+    it reads a body, a 429 and the budget headers where the rate limit applies, and
+    X-Request-Id on every response."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        limited = is_limited(path)
+        for operation in (operations or {}).values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault(413, "REQUEST_ENTITY_TOO_LARGE")
+            if limited:
+                responses.setdefault(429, "TOO_MANY_REQUESTS")
+            for status, response in responses.items():
+                # Inline responses are the successes (the shared errors carry their own headers);
+                # a 101 is the WebSocket handshake, answered before the app's headers exist.
+                if isinstance(response, dict) and int(status) >= 200:
+                    response["headers"] = {**REQUEST_ID_HEADER, **(BUDGET_HEADERS if limited else {}),
+                                           **response.get("headers", {})}
+
+
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ErrorSchema
+    # No catch-all `default` response: every status an operation can give is declared, so an
+    # undocumented one is a defect that contract tests (tests/test_schemathesis.py) can see.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def init_app(self, app, *, spec_kwargs=None):
+        spec_kwargs = dict(spec_kwargs or {})
+        spec_kwargs["extra_plugins"] = [CommonResponses(), *spec_kwargs.get("extra_plugins", ())]
+        super().init_app(app, spec_kwargs=spec_kwargs)
+
+    def _register_responses(self):
+        """One shared response per status, in the error envelope, with its headers."""
+        for status in http.HTTPStatus:
+            response = {"description": status.phrase,
+                        "headers": {**REQUEST_ID_HEADER, **ERROR_HEADERS.get(status, {})}}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
 
     def handle_http_exception(self, error):
         return handle_http_exception(error)
@@ -46,12 +105,13 @@ class Blueprint(flask_smorest.Blueprint):
         self._protector = protector
 
     def auth_required(self, scope=None):
-        """Require a bearer token (with `scope`, if given); documents the security and 401/403."""
+        """Require a bearer token (with `scope`, if given); documents the security and 401/403/503."""
 
         def decorator(func):
             guarded = require_scope(self._protector, scope)(func)
             guarded = self.doc(security=[{"bearerAuth": [scope] if scope else []}])(guarded)
-            return self.errors(*((401, 403) if scope else (401,)))(guarded)
+            # 503: the token's session is looked up in the database on every call.
+            return self.errors(*((401, 403, 503) if scope else (401, 503)))(guarded)
 
         return decorator
 

@@ -155,3 +155,10 @@ def test_revoke_logs_out(client):
 def test_revoke_of_unknown_token_is_still_ok(client):
     response = client.post("/v1/auth/revoke", json={"refresh_token": "clp_refresh_unknown"})
     assert response.status_code == 200
+
+
+def test_every_401_carries_a_bearer_challenge(client):
+    """RFC 9110: a 401 names its challenge, the token endpoints' invalid_grant included."""
+    response = client.post("/v1/auth/refresh", json={"refresh_token": "clp_refresh_madeup"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
