@@ -1,6 +1,7 @@
 """The thin project layer over flask-smorest: Api, Blueprint, request parsing and shared fields."""
 import datetime
 import http
+import re
 
 import flask_smorest
 import marshmallow as ma
@@ -8,16 +9,20 @@ from apispec import BasePlugin
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.routing import BaseConverter
 
 from .auth import require_scope
 from .errors import ErrorSchema, handle_http_exception
-from .ratelimit import is_limited
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from .idempotency import idempotent
+from .inputs import UNSTORABLE, UNSTORABLE_MESSAGE, parse_json_body, unstorable_fields
+from .ratelimit import is_limited
 
 
 class Parser(FlaskParser):
-    """webargs parser: 400 on bad input, unknown fields refused everywhere, JSON bodies only."""
+    """webargs parser: 400 on bad input, unknown fields refused everywhere, JSON bodies only,
+    and no text that the database could not store (so no input reaches it as a 500)."""
 
     DEFAULT_VALIDATION_STATUS = 400
     DEFAULT_UNKNOWN_BY_LOCATION = {
@@ -27,12 +32,24 @@ class Parser(FlaskParser):
     }
 
     def _raw_load_json(self, req):
-        if not req.get_data(cache=True):
+        raw = req.get_data(cache=True)
+        if not raw:
             return core.missing
         if not is_json_request(req):
             flask_smorest.abort(400, message="Request body must be JSON (Content-Type: application/json)",
                                 messages={"json": ["Content-Type must be application/json."]})
-        return core.parse_json(req.get_data(cache=True))
+        body = parse_json_body(raw)
+        self._refuse_unstorable(unstorable_fields(body), "json")
+        return body
+
+    def load_querystring(self, req, schema):
+        self._refuse_unstorable({key: [UNSTORABLE_MESSAGE] for key, value in req.args.items(multi=True)
+                                 if UNSTORABLE.search(key + value)}, "query")
+        return super().load_querystring(req, schema)
+
+    def _refuse_unstorable(self, problems, location):
+        if problems:
+            flask_smorest.abort(400, messages={location: problems})
 
 
 def _header(description, type_="string", required=True):
@@ -78,7 +95,12 @@ class Api(flask_smorest.Api):
     # undocumented one is a defect that contract tests (tests/test_schemathesis.py) can see.
     DEFAULT_ERROR_RESPONSE_NAME = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_converter(IdConverter, IdConverter.openapi_schema)
+
     def init_app(self, app, *, spec_kwargs=None):
+        app.url_map.converters["id"] = IdConverter
         spec_kwargs = dict(spec_kwargs or {})
         spec_kwargs["extra_plugins"] = [CommonResponses(), *spec_kwargs.get("extra_plugins", ())]
         super().init_app(app, spec_kwargs=spec_kwargs)
@@ -119,7 +141,8 @@ class Blueprint(flask_smorest.Blueprint):
         """Accept an Idempotency-Key on a creating POST (documented, with its 409)."""
         func = self.doc(parameters=[{
             "in": "header", "name": IDEMPOTENCY_HEADER, "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                       "pattern": IDEMPOTENCY_KEY_PATTERN},
             "description": "Retry safely: the same key and body within 24 h replays the first "
                            "response (header Idempotent-Replayed: true); another body is a 409."}])(func)
         return self.errors(409)(idempotent(func))
@@ -142,6 +165,21 @@ _RESPONSE_NAMES = {
 }
 
 
+class IdConverter(BaseConverter):
+    """`<id("iss"):issue_id>`: the type prefix, `_`, then 1 to 36 letters or digits (a ULID,
+    or a seed's short id). Anything else is no route (404) and never reaches the database:
+    ids of another type, 10 kB strings, NUL bytes, `../` and quotes."""
+
+    def __init__(self, url_map, prefix):
+        super().__init__(url_map)
+        self.prefix = prefix
+        self.regex = f"{re.escape(prefix)}_[0-9A-Za-z]{{1,36}}"
+
+    @staticmethod
+    def openapi_schema(converter):
+        return {"type": "string", "pattern": f"^{converter.regex}$", "maxLength": len(converter.prefix) + 37}
+
+
 class Timestamp(ma.fields.DateTime):
     """ISO-8601 UTC with a Z, to the second; input in any ISO-8601 form, stored as naive UTC."""
 
@@ -158,7 +196,10 @@ class Timestamp(ma.fields.DateTime):
     def _deserialize(self, value, attr, data, **kwargs):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+            try:
+                parsed = parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+            except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+                raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
         return parsed
 
 

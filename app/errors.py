@@ -91,22 +91,28 @@ def flatten_messages(messages, prefix=""):
     return flat
 
 
+def _shown_path():
+    """The request path, cut short: a 10 kB URL is not echoed back."""
+    path = request.path
+    return path if len(path) <= 200 else path[:200] + "…"
+
+
 def _http_message(error):
     data = getattr(error, "data", None) or {}
     if data.get("message"):
         return data["message"]
     if error.code == 404:
-        return f"No route for {request.method} {request.path}"
+        return f"No route for {request.method} {_shown_path()}"
     if error.code == 405:
         allowed = ", ".join(sorted(getattr(error, "valid_methods", None) or []))
-        return f"Method {request.method} is not allowed on {request.path}" + (
+        return f"Method {request.method} is not allowed on {_shown_path()}" + (
             f"; allowed: {allowed}" if allowed else "")
     if error.code == 429:
         return "Too many requests"
     if isinstance(error, WebsocketMismatch):
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return f"{request.path} does not take a WebSocket upgrade"
-        return f"{request.path} is a WebSocket: send GET with Upgrade: websocket"
+            return f"{_shown_path()} does not take a WebSocket upgrade"
+        return f"{_shown_path()} is a WebSocket: send GET with Upgrade: websocket"
     if error.code == 413:
         return f"Request body exceeds the {request.max_content_length}-byte limit"
     if "messages" in data:
