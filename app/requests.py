@@ -10,6 +10,26 @@ from models import db
 
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 access_log = logging.getLogger("causeloop.access")
+# On every response. Browsers ignore HSTS over plain HTTP, so it is safe to send always.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=31536000",
+}
+# JSON is data, never a document: it may load nothing and be framed by no one. (The /docs
+# page is HTML with its own inline script, so it is spared this policy.)
+JSON_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+def add_security_headers(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.mimetype == "application/json":
+        response.headers.setdefault("Content-Security-Policy", JSON_CONTENT_SECURITY_POLICY)
+    if request.path.startswith("/v1/"):
+        # Tokens and workspace data: no shared or browser cache keeps a copy (RFC 6749 §5.1).
+        response.headers["Cache-Control"] = "no-store"
 
 
 def init_app(app):
@@ -22,6 +42,7 @@ def init_app(app):
     @app.after_request
     def finish(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        add_security_headers(response)
         if response.status_code != 429:
             response.headers.pop("Retry-After", None)  # the limiter sends it on every response
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
