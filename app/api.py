@@ -204,13 +204,17 @@ class Timestamp(ma.fields.DateTime):
 
 
 class CommaList(ma.fields.Field):
-    """`a,b,c` in a query string -> a list of distinct choices (OR)."""
+    """`a,b,c` in a query string -> a list of distinct choices (OR), at most MAX_ITEMS of them
+    (each is a bound parameter; PostgreSQL takes 65,535 per query)."""
+
+    MAX_ITEMS = 100
 
     def __init__(self, choices=None, **kwargs):
         self.choices = tuple(choices) if choices else None
         metadata = kwargs.pop("metadata", {})
         if self.choices:
             metadata.setdefault("description", "Comma-separated, any of: " + ", ".join(self.choices))
+        metadata["description"] = f"{metadata.get('description', 'Comma-separated.')} At most {self.MAX_ITEMS}."
         super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -219,6 +223,8 @@ class CommaList(ma.fields.Field):
         items = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
         if not items:
             raise ma.ValidationError("Must name at least one value.")
+        if len(items) > self.MAX_ITEMS:
+            raise ma.ValidationError(f"Must name at most {self.MAX_ITEMS} values.")
         if self.choices:
             bad = [item for item in items if item not in self.choices]
             if bad:
