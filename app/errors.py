@@ -26,7 +26,7 @@ CODES = {
 }
 # Every 401 carries a challenge (RFC 9110 §15.5.2), the token endpoints' invalid_grant included.
 WWW_AUTHENTICATE = 'Bearer realm="causeloop"'
-RETRY_AFTER_S = "5"  # what a 503 tells clients to wait
+RETRY_AFTER_S = "5"  # what every 503 tells clients to wait (set in app/requests.py, last)
 
 
 class ApiError(Exception):
@@ -59,8 +59,6 @@ def envelope(status, code, message, details=None, headers=None):
     headers = dict(headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", WWW_AUTHENTICATE)
-    if status == 503:
-        headers.setdefault("Retry-After", RETRY_AFTER_S)
     return {"error": body}, status, headers
 
 

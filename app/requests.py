@@ -8,6 +8,8 @@ from ulid import ULID
 
 from models import db
 
+from .errors import RETRY_AFTER_S
+
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 access_log = logging.getLogger("causeloop.access")
 # On every response. Browsers ignore HSTS over plain HTTP, so it is safe to send always.
@@ -43,8 +45,11 @@ def init_app(app):
     def finish(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
         add_security_headers(response)
-        if response.status_code != 429:
-            response.headers.pop("Retry-After", None)  # the limiter sends it on every response
+        # The limiter sends its window's reset on every response: only a 429 means that one.
+        if response.status_code == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_S
+        elif response.status_code != 429:
+            response.headers.pop("Retry-After", None)
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         # request.path, never the full URL: query strings can carry tokens.
         access_log.info("method=%s path=%s status=%s duration_ms=%.1f request_id=%s",

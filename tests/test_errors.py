@@ -172,3 +172,17 @@ def test_the_bulk_path_is_not_an_issue_id(client, auth):
 def test_a_long_path_is_not_echoed_in_full(client):
     error = assert_envelope(client.get("/v1/" + "x" * 5000), 404, "not_found")
     assert len(error["message"]) < 300
+
+
+def test_a_database_outage_says_when_to_retry(client, auth, monkeypatch):
+    import peewee
+
+    from models import Issue
+
+    def unreachable(*args, **kwargs):
+        raise peewee.OperationalError("connection refused")
+
+    monkeypatch.setattr(Issue, "search", unreachable)
+    response = client.get("/v1/issues", headers=auth())
+    assert_envelope(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "5"
