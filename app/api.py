@@ -1,19 +1,28 @@
 """The thin project layer over flask-smorest: Api, Blueprint, request parsing and shared fields."""
 import datetime
+import http
+import re
 
 import flask_smorest
 import marshmallow as ma
+from apispec import BasePlugin
+from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.routing import BaseConverter
 
 from .auth import require_scope
 from .errors import ErrorSchema, handle_http_exception
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from .idempotency import idempotent
+from .inputs import UNSTORABLE, UNSTORABLE_MESSAGE, parse_json_body, unstorable_fields
+from .ratelimit import is_limited
 
 
 class Parser(FlaskParser):
-    """webargs parser: 400 on bad input, unknown fields refused everywhere, JSON bodies only."""
+    """webargs parser: 400 on bad input, unknown fields refused everywhere, JSON bodies only,
+    and no text that the database could not store (so no input reaches it as a 500)."""
 
     DEFAULT_VALIDATION_STATUS = 400
     DEFAULT_UNKNOWN_BY_LOCATION = {
@@ -23,16 +32,88 @@ class Parser(FlaskParser):
     }
 
     def _raw_load_json(self, req):
-        if not req.get_data(cache=True):
+        raw = req.get_data(cache=True)
+        if not raw:
             return core.missing
         if not is_json_request(req):
             flask_smorest.abort(400, message="Request body must be JSON (Content-Type: application/json)",
                                 messages={"json": ["Content-Type must be application/json."]})
-        return core.parse_json(req.get_data(cache=True))
+        body = parse_json_body(raw)
+        self._refuse_unstorable(unstorable_fields(body), "json")
+        return body
+
+    def load_querystring(self, req, schema):
+        self._refuse_unstorable({key: [UNSTORABLE_MESSAGE] for key, value in req.args.items(multi=True)
+                                 if UNSTORABLE.search(key + value)}, "query")
+        return super().load_querystring(req, schema)
+
+    def _refuse_unstorable(self, problems, location):
+        if problems:
+            flask_smorest.abort(400, messages={location: problems})
+
+
+def _header(description, type_="string", required=True):
+    return {"description": description, "required": required, "schema": {"type": type_}}
+
+
+REQUEST_ID_HEADER = {"X-Request-Id": _header("Echoes a safe client X-Request-Id, else a new id; "
+                                             "equals `error.trace_id`.")}
+BUDGET_HEADERS = {"X-RateLimit-Limit": _header("Requests allowed per window.", "integer"),
+                  "X-RateLimit-Remaining": _header("Requests left in this window.", "integer")}
+# Headers of the shared error responses, beyond X-Request-Id.
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": _header("The Bearer challenge.")},
+    429: {"Retry-After": _header("Seconds until the budget refills.", "integer"), **BUDGET_HEADERS},
+    503: {"Retry-After": _header("Seconds to wait before retrying.", "integer")},
+}
+
+
+class CommonResponses(BasePlugin):
+    """What any operation can meet whatever its view does, documented once, here: a 413 where
+    it reads a body, a 429 and the budget headers where the rate limit applies, and
+    X-Request-Id on every response."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        limited = is_limited(path)
+        for operation in (operations or {}).values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault(413, "REQUEST_ENTITY_TOO_LARGE")
+            if limited:
+                responses.setdefault(429, "TOO_MANY_REQUESTS")
+            for status, response in responses.items():
+                # Inline responses are the successes (the shared errors carry their own headers);
+                # a 101 is the WebSocket handshake, answered before the app's headers exist.
+                if isinstance(response, dict) and int(status) >= 200:
+                    response["headers"] = {**REQUEST_ID_HEADER, **(BUDGET_HEADERS if limited else {}),
+                                           **response.get("headers", {})}
 
 
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ErrorSchema
+    # No catch-all `default` response: every status an operation can give is declared, so an
+    # undocumented one is a defect that contract tests (tests/test_schemathesis.py) can see.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_converter(IdConverter, IdConverter.openapi_schema)
+
+    def init_app(self, app, *, spec_kwargs=None):
+        app.url_map.converters["id"] = IdConverter
+        spec_kwargs = dict(spec_kwargs or {})
+        spec_kwargs["extra_plugins"] = [CommonResponses(), *spec_kwargs.get("extra_plugins", ())]
+        super().init_app(app, spec_kwargs=spec_kwargs)
+
+    def _register_responses(self):
+        """One shared response per status, in the error envelope, with its headers."""
+        for status in http.HTTPStatus:
+            response = {"description": status.phrase,
+                        "headers": {**REQUEST_ID_HEADER, **ERROR_HEADERS.get(status, {})}}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, self.DEFAULT_RESPONSE_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
 
     def handle_http_exception(self, error):
         return handle_http_exception(error)
@@ -46,12 +127,13 @@ class Blueprint(flask_smorest.Blueprint):
         self._protector = protector
 
     def auth_required(self, scope=None):
-        """Require a bearer token (with `scope`, if given); documents the security and 401/403."""
+        """Require a bearer token (with `scope`, if given); documents the security and 401/403/503."""
 
         def decorator(func):
             guarded = require_scope(self._protector, scope)(func)
             guarded = self.doc(security=[{"bearerAuth": [scope] if scope else []}])(guarded)
-            return self.errors(*((401, 403) if scope else (401,)))(guarded)
+            # 503: the token's session is looked up in the database on every call.
+            return self.errors(*((401, 403, 503) if scope else (401, 503)))(guarded)
 
         return decorator
 
@@ -59,7 +141,8 @@ class Blueprint(flask_smorest.Blueprint):
         """Accept an Idempotency-Key on a creating POST (documented, with its 409)."""
         func = self.doc(parameters=[{
             "in": "header", "name": IDEMPOTENCY_HEADER, "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                       "pattern": IDEMPOTENCY_KEY_PATTERN},
             "description": "Retry safely: the same key and body within 24 h replays the first "
                            "response (header Idempotent-Replayed: true); another body is a 409."}])(func)
         return self.errors(409)(idempotent(func))
@@ -82,6 +165,21 @@ _RESPONSE_NAMES = {
 }
 
 
+class IdConverter(BaseConverter):
+    """`<id("iss"):issue_id>`: the type prefix, `_`, then 1 to 36 letters or digits (a ULID,
+    or a seed's short id). Anything else is no route (404) and never reaches the database:
+    ids of another type, 10 kB strings, NUL bytes, `../` and quotes."""
+
+    def __init__(self, url_map, prefix):
+        super().__init__(url_map)
+        self.prefix = prefix
+        self.regex = f"{re.escape(prefix)}_[0-9A-Za-z]{{1,36}}"
+
+    @staticmethod
+    def openapi_schema(converter):
+        return {"type": "string", "pattern": f"^{converter.regex}$", "maxLength": len(converter.prefix) + 37}
+
+
 class Timestamp(ma.fields.DateTime):
     """ISO-8601 UTC with a Z, to the second; input in any ISO-8601 form, stored as naive UTC."""
 
@@ -98,18 +196,25 @@ class Timestamp(ma.fields.DateTime):
     def _deserialize(self, value, attr, data, **kwargs):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+            try:
+                parsed = parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+            except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+                raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
         return parsed
 
 
 class CommaList(ma.fields.Field):
-    """`a,b,c` in a query string -> a list of distinct choices (OR)."""
+    """`a,b,c` in a query string -> a list of distinct choices (OR), at most MAX_ITEMS of them
+    (each is a bound parameter; PostgreSQL takes 65,535 per query)."""
+
+    MAX_ITEMS = 100
 
     def __init__(self, choices=None, **kwargs):
         self.choices = tuple(choices) if choices else None
         metadata = kwargs.pop("metadata", {})
         if self.choices:
             metadata.setdefault("description", "Comma-separated, any of: " + ", ".join(self.choices))
+        metadata["description"] = f"{metadata.get('description', 'Comma-separated.')} At most {self.MAX_ITEMS}."
         super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -118,6 +223,8 @@ class CommaList(ma.fields.Field):
         items = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
         if not items:
             raise ma.ValidationError("Must name at least one value.")
+        if len(items) > self.MAX_ITEMS:
+            raise ma.ValidationError(f"Must name at most {self.MAX_ITEMS} values.")
         if self.choices:
             bad = [item for item in items if item not in self.choices]
             if bad:

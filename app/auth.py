@@ -13,7 +13,7 @@ from joserfc.jwk import OctKey
 
 from models import AuthSession, RefreshToken
 
-from .errors import ApiError
+from .errors import WWW_AUTHENTICATE, ApiError
 
 ALGORITHM = "HS256"
 ISSUER = "causeloop"
@@ -28,7 +28,6 @@ CLAIMS = jwt.JWTClaimsRegistry(
     workspace_id={"essential": True},
     scope={"essential": True},
 )
-WWW_AUTHENTICATE = 'Bearer realm="causeloop"'
 
 
 def _signing_key():

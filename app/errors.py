@@ -5,6 +5,7 @@ import marshmallow as ma
 import peewee as pw
 from flask import g, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from models import Conflict, NotFound, RuleViolation
 
@@ -23,6 +24,9 @@ CODES = {
     500: "internal_error",
     503: "service_unavailable",
 }
+# Every 401 carries a challenge (RFC 9110 §15.5.2), the token endpoints' invalid_grant included.
+WWW_AUTHENTICATE = 'Bearer realm="causeloop"'
+RETRY_AFTER_S = "5"  # what every 503 tells clients to wait (set in app/requests.py, last)
 
 
 class ApiError(Exception):
@@ -52,7 +56,10 @@ def envelope(status, code, message, details=None, headers=None):
     body = {"code": code, "message": message, "trace_id": g.get("request_id", "")}
     if details:
         body["details"] = details
-    return {"error": body}, status, headers or {}
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", WWW_AUTHENTICATE)
+    return {"error": body}, status, headers
 
 
 LOCATIONS = ("json", "query", "querystring", "view_args", "path", "headers")
@@ -82,18 +89,28 @@ def flatten_messages(messages, prefix=""):
     return flat
 
 
+def _shown_path():
+    """The request path, cut short: a 10 kB URL is not echoed back."""
+    path = request.path
+    return path if len(path) <= 200 else path[:200] + "…"
+
+
 def _http_message(error):
     data = getattr(error, "data", None) or {}
     if data.get("message"):
         return data["message"]
     if error.code == 404:
-        return f"No route for {request.method} {request.path}"
+        return f"No route for {request.method} {_shown_path()}"
     if error.code == 405:
         allowed = ", ".join(sorted(getattr(error, "valid_methods", None) or []))
-        return f"Method {request.method} is not allowed on {request.path}" + (
+        return f"Method {request.method} is not allowed on {_shown_path()}" + (
             f"; allowed: {allowed}" if allowed else "")
     if error.code == 429:
         return "Too many requests"
+    if isinstance(error, WebsocketMismatch):
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return f"{_shown_path()} does not take a WebSocket upgrade"
+        return f"{_shown_path()} is a WebSocket: send GET with Upgrade: websocket"
     if error.code == 413:
         return f"Request body exceeds the {request.max_content_length}-byte limit"
     if "messages" in data:
@@ -134,8 +151,7 @@ def register_error_handlers(app):
     @app.errorhandler(pw.InterfaceError)
     def database_unavailable(error):
         log.warning("database unavailable: %s", error)
-        return envelope(503, "service_unavailable", "The database is unavailable; retry shortly",
-                        headers={"Retry-After": "5"})
+        return envelope(503, "service_unavailable", "The database is unavailable; retry shortly")
 
     @app.errorhandler(Exception)
     def unexpected(error):

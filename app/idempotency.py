@@ -3,6 +3,7 @@ first response and creates nothing; the same key with another body is a 409."""
 import functools
 import hashlib
 import json
+import re
 
 import peewee as pw
 from flask import current_app, make_response, request
@@ -14,6 +15,8 @@ from .auth import current_principal
 from .errors import ApiError
 
 HEADER = "Idempotency-Key"
+# Printable ASCII: what an HTTP header carries safely, and what any database stores.
+KEY_PATTERN = "^[\x20-\x7e]{1,255}$"
 
 
 def _request_digest():
@@ -50,9 +53,9 @@ def idempotent(view):
         key = request.headers.get(HEADER)
         if key is None:
             return view(*args, **kwargs)
-        if not 1 <= len(key) <= 255:
-            raise ApiError(400, "Idempotency-Key must be 1 to 255 characters",
-                           details={HEADER: ["Must be 1 to 255 characters."]})
+        if not re.fullmatch(KEY_PATTERN, key):
+            raise ApiError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                           details={HEADER: ["Must be 1 to 255 printable ASCII characters."]})
         workspace_id, digest = current_principal().workspace_id, _request_digest()
         existing = IdempotencyKey.find(workspace_id, key)
         if existing is not None:

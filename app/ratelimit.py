@@ -23,11 +23,14 @@ def current_limit():
     return current_app.config["RATE_LIMIT"]
 
 
+def is_limited(path):
+    """Whether requests to `path` spend the budget. Health, docs and the WebSocket handshake
+    do not (the stream still authenticates)."""
+    return not (path in UNLIMITED_PATHS or path.startswith("/docs/"))
+
+
 def unlimited():
-    """Health, docs and the WebSocket handshake do not spend the budget (the stream still
-    authenticates)."""
-    path = request.path
-    return path in UNLIMITED_PATHS or path.startswith("/docs/")
+    return not is_limited(request.path)
 
 
 def configure(app):

@@ -77,7 +77,7 @@ def verify_subject_token(subject_token):
 @blp.route("/auth/exchange", methods=["POST"])
 @blp.arguments(ExchangeSchema)
 @blp.response(200, TokenSchema)
-@blp.errors(401)
+@blp.errors(401, 503)
 def exchange(body):
     """Exchange a Clerk session JWT for a Causeloop access and refresh token."""
     user_id, workspace_id = verify_subject_token(body["subject_token"])
@@ -90,7 +90,7 @@ def exchange(body):
 @blp.route("/auth/refresh", methods=["POST"])
 @blp.arguments(RefreshSchema)
 @blp.response(200, TokenSchema)
-@blp.errors(401)
+@blp.errors(401, 503)
 def refresh(body):
     """Trade a refresh token for a new token pair; the old refresh token stops working."""
     session, token_or_reason = RefreshToken.rotate(body["refresh_token"],
@@ -103,6 +103,7 @@ def refresh(body):
 @blp.route("/auth/revoke", methods=["POST"])
 @blp.arguments(RefreshSchema)
 @blp.response(200, RevokedSchema)
+@blp.errors(503)
 def revoke(body):
     """Log out: revoke the refresh token's whole session (always 200 for a well-formed body)."""
     row = RefreshToken.lookup(body["refresh_token"])

@@ -148,7 +148,7 @@ class Issues(MethodView):
         return issue, {"Location": url_for("issues.IssueById", issue_id=issue.id)}
 
 
-@blp.route("/issues/<string:issue_id>")
+@blp.route('/issues/<id("iss"):issue_id>')
 class IssueById(MethodView):
     @blp.auth_required("issues:read")
     @blp.response(200, IssueSchema)
@@ -166,7 +166,7 @@ class IssueById(MethodView):
         return Issue.update_in(issue_id, current_principal().workspace_id, changes)
 
 
-@blp.route("/issues/<string:issue_id>/close", methods=["POST"])
+@blp.route('/issues/<id("iss"):issue_id>/close', methods=["POST"])
 @blp.auth_required("issues:write")
 @blp.response(200, IssueSchema)
 @blp.errors(404)

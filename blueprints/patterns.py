@@ -35,7 +35,7 @@ class PatternWriteFields(ma.Schema):
     name = ma.fields.String(validate=Length(1, 200))
     description = ma.fields.String(validate=Length(max=10_000))
     status = ma.fields.String(validate=ma.validate.OneOf(PATTERN_STATUSES))
-    risk_score = ma.fields.Integer(validate=ma.validate.Range(0, 100))
+    risk_score = ma.fields.Integer(strict=True, validate=ma.validate.Range(0, 100))
     fingerprint = ma.fields.Nested(FingerprintSchema, allow_none=True)
     tags = ma.fields.List(ma.fields.String(validate=Length(1, 50)), validate=Length(max=20))
 
@@ -85,7 +85,7 @@ class Patterns(MethodView):
         return pattern, {"Location": url_for("patterns.PatternById", pattern_id=pattern.id)}
 
 
-@blp.route("/patterns/<string:pattern_id>")
+@blp.route('/patterns/<id("pat"):pattern_id>')
 class PatternById(MethodView):
     @blp.auth_required("patterns:read")
     @blp.response(200, PatternSchema)
@@ -103,7 +103,7 @@ class PatternById(MethodView):
         return Pattern.update_in(pattern_id, current_principal().workspace_id, changes)
 
 
-@blp.route("/patterns/<string:pattern_id>/issues")
+@blp.route('/patterns/<id("pat"):pattern_id>/issues')
 @blp.auth_required("issues:read")
 @blp.arguments(IssueQuerySchema(exclude=("pattern_id",)), location="query")
 @blp.response(200, IssueListSchema)

@@ -188,5 +188,6 @@ def document(spec, app):
             {"name": "since", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 0}},
         ],
-        "responses": {"101": {"description": "Switching Protocols: the stream is open."}},
+        "responses": {"101": {"description": "Switching Protocols: the stream is open."},
+                      "400": "BAD_REQUEST"},  # a plain HTTP request, without the upgrade
     }})

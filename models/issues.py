@@ -78,10 +78,11 @@ class Issue(WorkspaceScoped, BaseModel):
         return query
 
     @staticmethod
-    def _check_pattern(pattern_id, workspace_id):
+    def _check_pattern(pattern_id, workspace_id, field="pattern_id"):
+        """`field` names the pattern id in the request, for the 422's details."""
         if pattern_id is not None and not (
                 Pattern.in_workspace(workspace_id).where(Pattern.id == pattern_id).exists()):
-            raise RuleViolation("pattern_id", f"Pattern {pattern_id} not found in this workspace.")
+            raise RuleViolation(field, f"Pattern {pattern_id} not found in this workspace.")
 
     @classmethod
     def create_in(cls, workspace_id, data):
@@ -158,7 +159,7 @@ class Issue(WorkspaceScoped, BaseModel):
         wanted = list(dict.fromkeys(ids))
         with events.transaction():
             if op == "link_pattern":
-                cls._check_pattern(value, workspace_id)
+                cls._check_pattern(value, workspace_id, field="value")
             found = {issue.id: issue for issue in
                      cls.in_workspace(workspace_id).where(cls.id.in_(wanted)).order_by(cls.id)}
             touched_patterns, now = set(), utcnow()

@@ -165,3 +165,10 @@ def test_surrounding_whitespace_around_the_token_is_ignored(app, client):
     with app.app_context():
         assert JWTBearerValidator().authenticate_token(token + " ") is not None
         assert JWTBearerValidator().authenticate_token(token + "x") is None
+
+
+def test_every_401_carries_a_bearer_challenge(client):
+    """RFC 9110: a 401 names its challenge, the token endpoints' invalid_grant included."""
+    response = client.post("/v1/auth/refresh", json={"refresh_token": "clp_refresh_madeup"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -105,3 +105,84 @@ def test_nested_field_errors_use_dotted_names(client, auth):
     response = client.post("/v1/patterns", headers=auth(), json={"name": "p", "fingerprint": {"domain": ""}})
     error = assert_envelope(response, 400, "validation_error")
     assert set(error["details"]) == {"fingerprint.domain", "fingerprint.root_cause"}
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b'{"title": "x", "metadata": {"a": NaN}}', "NaN"),
+    (b'{"title": "x", "metadata": {"a": -Infinity}}', "Infinity"),
+    (b'{"title": "x", "metadata": {"a": 1e999}}', "out of range"),
+    (b'{"title": "x", "metadata": {"a": ' + b"9" * 1001 + b"}}", "digits"),
+    (b'{"title": "x", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
+    (b'{"title": "x", "metadata": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", "nested"),
+])
+def test_body_that_is_not_strict_json_is_a_validation_error(client, auth, body, reason):
+    """RFC 8259 only: what Python's json would let through must not reach the database."""
+    response = client.post("/v1/issues", headers={**auth(), "Content-Type": "application/json"}, data=body)
+    error = assert_envelope(response, 400, "validation_error")
+    assert reason.lower() in error["message"].lower()
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"title": "a\x00b"}, "title"),
+    ({"title": "x", "metadata": {"k": "v\x00"}}, "metadata.k"),
+    ({"title": "x", "metadata": {"k\x00": "v"}}, "metadata"),
+])
+def test_nul_characters_in_a_body_are_refused_by_name(client, auth, payload, field):
+    error = assert_envelope(client.post("/v1/issues", headers=auth(), json=payload), 400, "validation_error")
+    assert field in error["details"]
+
+
+def test_an_unpaired_surrogate_in_a_body_is_refused(client, auth):
+    response = client.post("/v1/issues", headers={**auth(), "Content-Type": "application/json"},
+                           data=b'{"title": "\\ud800"}')
+    assert "title" in assert_envelope(response, 400, "validation_error")["details"]
+
+
+@pytest.mark.parametrize("param", ["q", "source", "pattern_id", "sort", "cursor"])
+def test_nul_characters_in_a_query_parameter_are_refused_by_name(client, auth, param):
+    response = client.get("/v1/issues", headers=auth(), query_string={param: "a\x00b"})
+    assert param in assert_envelope(response, 400, "validation_error")["details"]
+
+
+@pytest.mark.parametrize("param,value", [("created_after", "0001-01-01T00:00:00+01:00"),
+                                         ("created_before", "9999-12-31T23:59:59-01:00")])
+def test_a_timestamp_outside_the_calendar_in_utc_is_a_validation_error(client, auth, param, value):
+    response = client.get("/v1/issues", headers=auth(), query_string={param: value})
+    assert param in assert_envelope(response, 400, "validation_error")["details"]
+
+
+def test_a_fractional_integer_is_refused_not_truncated(client, auth):
+    response = client.post("/v1/patterns", headers=auth(), json={"name": "p", "risk_score": 5.5})
+    assert "risk_score" in assert_envelope(response, 400, "validation_error")["details"]
+
+
+@pytest.mark.parametrize("path", ["/v1/issues/pat_01xyz789", "/v1/issues/iss_" + "x" * 37,
+                                  "/v1/issues/iss_%00", "/v1/issues/iss_a-b", "/v1/patterns/iss_01abc123"])
+def test_a_malformed_id_is_no_route(client, auth, path):
+    error = assert_envelope(client.get(path, headers=auth()), 404, "not_found")
+    assert error["message"].startswith("No route")
+
+
+def test_the_bulk_path_is_not_an_issue_id(client, auth):
+    response = client.get("/v1/issues/bulk", headers=auth())
+    assert_envelope(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_a_long_path_is_not_echoed_in_full(client):
+    error = assert_envelope(client.get("/v1/" + "x" * 5000), 404, "not_found")
+    assert len(error["message"]) < 300
+
+
+def test_a_database_outage_says_when_to_retry(client, auth, monkeypatch):
+    import peewee
+
+    from models import Issue
+
+    def unreachable(*args, **kwargs):
+        raise peewee.OperationalError("connection refused")
+
+    monkeypatch.setattr(Issue, "search", unreachable)
+    response = client.get("/v1/issues", headers=auth())
+    assert_envelope(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "5"

@@ -212,3 +212,10 @@ def test_cors_allows_configured_origins_only(client):
     assert "Access-Control-Allow-Origin" not in denied.headers
     exposed = client.get("/v1/issues", headers={"Origin": "http://localhost:3000"})
     assert "x-request-id" in exposed.headers["Access-Control-Expose-Headers"].lower()
+
+
+@pytest.mark.parametrize("key", ["tab\tkey", "caf\u00e9"])
+def test_key_must_be_printable_ascii(client, auth, key):
+    response = client.post("/v1/issues", headers={**auth(), "Idempotency-Key": key}, json={"title": "x"})
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.get_json()["error"]["details"]

@@ -62,3 +62,47 @@ def test_docs_page_loads_only_local_assets(client):
         with client.get(asset) as response:
             assert response.status_code == 200
     assert "http://" not in html and "https://" not in html
+
+
+def operations(spec):
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "post", "patch", "put", "delete"):
+                yield path, method, operation
+
+
+def test_no_catch_all_default_response(client):
+    """Every status an operation can give is declared; nothing hides behind `default`."""
+    for path, method, operation in operations(spec_of(client)):
+        assert "default" not in operation["responses"], (method, path)
+
+
+def test_rate_limit_and_body_size_are_documented_where_they_apply(client):
+    for path, method, operation in operations(spec_of(client)):
+        responses = operation["responses"]
+        limited = path.startswith("/v1/") and path != "/v1/stream"
+        assert ("429" in responses) == limited, (method, path)
+        assert ("413" in responses) == ("requestBody" in operation), (method, path)
+
+
+def test_protected_operations_document_a_database_outage(client):
+    for path, method, operation in operations(spec_of(client)):
+        if "security" in operation:
+            assert "503" in operation["responses"], (method, path)
+
+
+def test_responses_document_their_headers(client):
+    spec = spec_of(client)
+    ok = spec["paths"]["/v1/issues"]["get"]["responses"]["200"]["headers"]
+    assert {"X-Request-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining"} <= set(ok)
+    shared = spec["components"]["responses"]
+    assert "WWW-Authenticate" in shared["UNAUTHORIZED"]["headers"]
+    assert "Retry-After" in shared["TOO_MANY_REQUESTS"]["headers"]
+    assert "X-RateLimit-Limit" not in spec["paths"]["/health"]["get"]["responses"]["200"]["headers"]
+
+
+def test_plain_http_on_the_stream_is_a_documented_400(client):
+    response = client.get("/v1/stream?token=x&workspace=ws_01abc123")
+    assert response.status_code == 400
+    assert "WebSocket" in response.get_json()["error"]["message"]
+    assert "400" in spec_of(client)["paths"]["/v1/stream"]["get"]["responses"]

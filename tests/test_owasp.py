@@ -1,0 +1,557 @@
+"""The OWASP API Security Top 10 (2023), as it applies to this service, one behaviour per test.
+
+Every probe is refused with the right status, in the error envelope, and leaves the database
+exactly as it was. Routes are enumerated from the OpenAPI document, so a new route that is not
+probed fails here rather than slipping by.
+
+Not probed here, and why: API6 (sensitive business flows) — the API has no purchase-like flow
+to automate; API7 (SSRF) — the service never fetches a client-supplied URL (`external_url` is
+stored and returned, never requested); API9 (inventory) — tests/test_openapi.py proves every
+served route is documented and tests/test_schemathesis.py that the document is accurate;
+API10 (unsafe consumption) — the only upstream is Clerk, whose tokens tests/test_auth.py covers.
+"""
+import contextlib
+import datetime
+import re
+import urllib.parse
+
+import peewee as pw
+import pytest
+
+from conftest import OTHER_WORKSPACE, TEST_SECRET
+from models import MODELS, AuthSession, Issue, Membership, RefreshToken, db
+from test_errors import assert_envelope
+
+MY_ISSUE, MY_PATTERN = "iss_01abc123", "pat_01xyz789"
+THEIR_ISSUE, THEIR_PATTERN = "iss_02def100", "pat_02pqr111"
+THEIR_ISSUES = [f"iss_02def{n}" for n in range(100, 112)]
+ONE_MIB = 1024 * 1024
+WRITTEN_BY_AN_UPDATE = ("Issue", "Event", "EventCounter")  # the row, and its outbox event
+
+
+def rows(app, models=MODELS):
+    """Every row of every table, in key order: the database as a comparable value."""
+    with app.app_context(), db.connection_context():
+        return {model.__name__: list(model.select().order_by(model._meta.primary_key).tuples())
+                for model in models}
+
+
+@contextlib.contextmanager
+def database_unchanged(app, models=MODELS):
+    before = rows(app, models)
+    yield
+    after = rows(app, models)
+    assert after == before, [name for name in before if after[name] != before[name]]
+
+
+def spec_operations(client):
+    spec = client.get("/openapi.json").get_json()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "post", "patch", "put", "delete"):
+                yield method, path, operation
+
+
+def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN):
+    return path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id)
+
+
+def send(client, method, path, headers, body=None):
+    return client.open(path, method=method.upper(), headers=headers, json=body)
+
+
+# A well-formed request for every write operation: a refusal is then about who asks,
+# never about what was sent.
+VALID_BODIES = {
+    ("post", "/v1/issues"): {"title": "Probe"},
+    ("patch", "/v1/issues/{issue_id}"): {"title": "Probe"},
+    ("post", "/v1/issues/{issue_id}/close"): None,
+    ("post", "/v1/issues/bulk"): {"ids": [MY_ISSUE], "op": "set_status", "value": "closed"},
+    ("post", "/v1/patterns"): {"name": "Probe"},
+    ("patch", "/v1/patterns/{pattern_id}"): {"name": "Probe"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# API1 Broken object-level authorization: another workspace's ids do not exist for the caller.
+
+ID_ROUTES = [
+    ("get", "/v1/issues/{issue_id}"),
+    ("patch", "/v1/issues/{issue_id}"),
+    ("post", "/v1/issues/{issue_id}/close"),
+    ("get", "/v1/patterns/{pattern_id}"),
+    ("patch", "/v1/patterns/{pattern_id}"),
+    ("get", "/v1/patterns/{pattern_id}/issues"),
+]
+
+
+def test_every_id_taking_route_is_probed(client):
+    documented = {(method, path) for method, path, _ in spec_operations(client) if "{" in path}
+    assert documented == set(ID_ROUTES)
+
+
+@pytest.mark.parametrize("method,path", ID_ROUTES)
+def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, method, path):
+    headers = auth()
+    body = VALID_BODIES.get((method, path))
+    with database_unchanged(app):
+        theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN), headers, body)
+        missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999"), headers, body)
+    error = assert_envelope(theirs, 404, "not_found")
+    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN)
+    # Indistinguishable from an id that exists nowhere: no existence oracle.
+    assert missing.status_code == 404
+    assert re.sub(r"\b(iss|pat)_\w+", "<id>", error["message"]) == \
+        re.sub(r"\b(iss|pat)_\w+", "<id>", missing.get_json()["error"]["message"])
+
+
+def test_a_pattern_of_another_workspace_cannot_be_linked_on_create(app, client, auth):
+    headers = auth()
+    with database_unchanged(app):
+        response = client.post("/v1/issues", headers=headers, json={"title": "x", "pattern_id": THEIR_PATTERN})
+    assert "pattern_id" in assert_envelope(response, 422, "unprocessable")["details"]
+
+
+def test_a_pattern_of_another_workspace_cannot_be_linked_on_patch(app, client, auth):
+    headers = auth()
+    with database_unchanged(app):
+        response = client.patch(f"/v1/issues/{MY_ISSUE}", headers=headers, json={"pattern_id": THEIR_PATTERN})
+    assert "pattern_id" in assert_envelope(response, 422, "unprocessable")["details"]
+
+
+def test_a_pattern_of_another_workspace_cannot_be_linked_in_bulk(app, client, auth):
+    headers = auth()
+    with database_unchanged(app):
+        response = client.post("/v1/issues/bulk", headers=headers,
+                               json={"ids": [MY_ISSUE], "op": "link_pattern", "value": THEIR_PATTERN})
+    assert "value" in assert_envelope(response, 422, "unprocessable")["details"]
+
+
+@pytest.mark.parametrize("op,value", [("set_status", "closed"), ("set_severity", "low"),
+                                      ("unlink_pattern", None), ("link_pattern", MY_PATTERN)])
+def test_bulk_ids_of_another_workspace_are_not_found(app, client, auth, op, value):
+    headers = auth()
+    with database_unchanged(app):
+        response = client.post("/v1/issues/bulk", headers=headers,
+                               json={"ids": THEIR_ISSUES, "op": op, "value": value})
+    assert response.status_code == 200
+    assert response.get_json() == {"updated": 0, "not_found": THEIR_ISSUES}
+
+
+def test_bulk_with_mixed_ids_touches_only_the_callers_issues(app, client, auth):
+    headers = auth()
+    with database_unchanged(app, [model for model in MODELS if model.__name__ not in WRITTEN_BY_AN_UPDATE]):
+        theirs_before = rows(app, [Issue])
+        response = client.post("/v1/issues/bulk", headers=headers,
+                               json={"ids": [MY_ISSUE, THEIR_ISSUE], "op": "set_severity", "value": "low"})
+    assert response.get_json() == {"updated": 1, "not_found": [THEIR_ISSUE]}
+    others = [row for row in rows(app, [Issue])["Issue"] if row[0] != MY_ISSUE]
+    assert others == [row for row in theirs_before["Issue"] if row[0] != MY_ISSUE]
+
+
+def test_filtering_by_another_workspaces_pattern_finds_nothing(app, client, auth):
+    response = client.get(f"/v1/issues?pattern_id={THEIR_PATTERN}", headers=auth())
+    assert response.status_code == 200
+    assert response.get_json()["data"] == [] and response.get_json()["page"]["total"] == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/issues?q=Warehouse", "/v1/issues?q=Oversold OR payment",
+                                  "/v1/patterns?q=Inventory", "/v1/patterns?domain=inventory",
+                                  "/v1/issues?limit=100&sort=created_at", "/v1/patterns?limit=100"])
+def test_lists_and_searches_never_return_another_workspaces_rows(client, auth, path):
+    """Their words and their domain match nothing here; no page of ours holds their rows."""
+    ids = {item["id"] for item in client.get(path, headers=auth()).get_json()["data"]}
+    assert not ids & set(THEIR_ISSUES + [THEIR_PATTERN])
+
+
+def test_an_idempotency_key_used_by_another_workspace_is_invisible(app, client, auth):
+    """A key taken elsewhere neither replays their response nor conflicts (a 409 would leak it)."""
+    key = {"Idempotency-Key": "key-from-another-workspace"}
+    theirs = client.post("/v1/issues", headers={**auth(workspace=OTHER_WORKSPACE), **key}, json={"title": "Theirs"})
+    mine = client.post("/v1/issues", headers={**auth(), **key}, json={"title": "Mine, another body"})
+    assert (theirs.status_code, mine.status_code) == (201, 201)
+    assert mine.get_json()["title"] == "Mine, another body" and "Idempotent-Replayed" not in mine.headers
+
+
+# ---------------------------------------------------------------------------------------------
+# API2 Broken authentication (tests/test_auth.py covers malformed, expired, tampered, `none`,
+# wrong-algorithm and no-`exp` tokens; these are the ones that are well-formed and signed).
+
+def test_a_token_whose_membership_was_deleted_is_unauthorized(app, client, token_for):
+    token = token_for("owner", user_id="usr_removed")
+    with app.app_context(), db.connection_context():
+        Membership.delete().where(Membership.user == "usr_removed").execute()
+    with database_unchanged(app):
+        response = client.get("/v1/issues", headers={"Authorization": f"Bearer {token}"})
+    assert_envelope(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_token_of_a_revoked_session_is_unauthorized(app, client, token_for):
+    token = token_for("owner", user_id="usr_logged_out")
+    with app.app_context(), db.connection_context():
+        for session in AuthSession.select().where(AuthSession.user == "usr_logged_out"):
+            session.revoke()
+    with database_unchanged(app):
+        response = client.post("/v1/issues", headers={"Authorization": f"Bearer {token}"}, json={"title": "x"})
+    assert_envelope(response, 401, "unauthorized")
+
+
+def test_a_token_minted_with_another_secret_is_unauthorized(app, client, token_for):
+    """A genuine token, live session and all, from a deployment with another JWT_SECRET."""
+    app.config["JWT_SECRET"] = "another-deployments-secret-0123456789-abcdefgh"
+    try:
+        token = token_for("owner")
+    finally:
+        app.config["JWT_SECRET"] = TEST_SECRET
+    with database_unchanged(app):
+        response = client.get("/v1/issues", headers={"Authorization": f"Bearer {token}"})
+    assert_envelope(response, 401, "unauthorized")
+
+
+def test_a_reused_refresh_token_mints_nothing_and_ends_the_session(app, client):
+    first = client.post("/v1/auth/exchange", json={"subject_token": "anything"}).get_json()
+    second = client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
+    with database_unchanged(app, [model for model in MODELS if model is not AuthSession]):
+        replay = client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert_envelope(replay, 401, "invalid_grant")
+    assert "access_token" not in replay.get_data(as_text=True)
+    for token in (first["access_token"], second["access_token"]):
+        assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    refreshed = client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert_envelope(refreshed, 401, "invalid_grant")
+
+
+def test_an_expired_refresh_token_is_invalid_grant(app, client):
+    tokens = client.post("/v1/auth/exchange", json={"subject_token": "anything"}).get_json()
+    with app.app_context(), db.connection_context():
+        RefreshToken.update(expires_at=datetime.datetime(2000, 1, 1)).execute()
+    with database_unchanged(app):
+        response = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert_envelope(response, 401, "invalid_grant")
+
+
+def test_an_access_token_is_not_a_refresh_token(app, client):
+    tokens = client.post("/v1/auth/exchange", json={"subject_token": "anything"}).get_json()
+    with database_unchanged(app):
+        response = client.post("/v1/auth/refresh", json={"refresh_token": tokens["access_token"][:512]})
+    assert_envelope(response, 401, "invalid_grant")
+
+
+def test_a_refresh_token_is_not_an_access_token(app, client):
+    tokens = client.post("/v1/auth/exchange", json={"subject_token": "anything"}).get_json()
+    with database_unchanged(app):
+        response = client.get("/v1/issues", headers={"Authorization": f"Bearer {tokens['refresh_token']}"})
+    assert_envelope(response, 401, "unauthorized")
+
+
+def test_guessing_refresh_tokens_spends_the_rate_budget(make_app):
+    client = make_app(RATE_LIMIT="3/minute").test_client()
+    statuses = [client.post("/v1/auth/refresh", json={"refresh_token": f"clp_refresh_guess{n}"}).status_code
+                for n in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+# ---------------------------------------------------------------------------------------------
+# API3 Broken object property-level authorization. Server-owned fields are refused by name
+# (400), not silently dropped: a client that believes it set `risk_score` learns at once that
+# it did not. On issues `risk_score` follows the severity; `issue_count` and `last_seen_at`
+# are derived from the links; ids, the workspace and the timestamps are the server's.
+
+SERVER_OWNED = {"id": "iss_01mine", "workspace_id": OTHER_WORKSPACE, "issue_count": 5,
+                "last_seen_at": "2024-01-01T00:00:00Z", "created_at": "2020-01-01T00:00:00Z",
+                "updated_at": "2020-01-01T00:00:00Z", "resolved_at": "2020-01-01T00:00:00Z",
+                "risk_score": 99}
+ISSUE_FIELDS = {"id", "title", "description", "status", "severity", "pattern_id", "source", "external_id",
+                "external_url", "team", "risk_score", "metadata", "created_at", "updated_at", "resolved_at"}
+PATTERN_FIELDS = {"id", "name", "description", "status", "risk_score", "issue_count", "last_seen_at",
+                  "fingerprint", "tags", "created_at", "updated_at"}
+
+
+@pytest.mark.parametrize("field", SERVER_OWNED)
+def test_server_owned_issue_fields_are_refused_on_create(app, client, auth, field):
+    headers = auth()
+    with database_unchanged(app):
+        response = client.post("/v1/issues", headers=headers, json={"title": "x", field: SERVER_OWNED[field]})
+    assert field in assert_envelope(response, 400, "validation_error")["details"]
+
+
+@pytest.mark.parametrize("field", SERVER_OWNED)
+def test_server_owned_issue_fields_are_refused_on_patch(app, client, auth, field):
+    headers = auth()
+    with database_unchanged(app):
+        response = client.patch(f"/v1/issues/{MY_ISSUE}", headers=headers, json={field: SERVER_OWNED[field]})
+    assert field in assert_envelope(response, 400, "validation_error")["details"]
+
+
+@pytest.mark.parametrize("field", ["id", "workspace_id", "issue_count", "last_seen_at", "created_at",
+                                   "updated_at"])
+def test_server_owned_pattern_fields_are_refused(app, client, auth, field):
+    headers = auth()
+    value = {**SERVER_OWNED, "id": "pat_01mine"}[field]
+    with database_unchanged(app):
+        created = client.post("/v1/patterns", headers=headers, json={"name": "x", field: value})
+        patched = client.patch(f"/v1/patterns/{MY_PATTERN}", headers=headers, json={field: value})
+    for response in (created, patched):
+        assert field in assert_envelope(response, 400, "validation_error")["details"]
+
+
+def test_issues_expose_exactly_their_documented_fields(client, auth):
+    headers = auth()
+    one = client.get(f"/v1/issues/{MY_ISSUE}", headers=headers).get_json()
+    listed = client.get("/v1/issues?limit=100", headers=headers).get_json()["data"]
+    assert set(one) == ISSUE_FIELDS
+    assert all(set(item) == ISSUE_FIELDS for item in listed)
+
+
+def test_patterns_expose_exactly_their_documented_fields(client, auth):
+    headers = auth()
+    one = client.get(f"/v1/patterns/{MY_PATTERN}", headers=headers).get_json()
+    assert set(one) == PATTERN_FIELDS
+    assert set(one["fingerprint"]) == {"domain", "root_cause"}
+
+
+def test_me_exposes_no_internal_account_fields(client, auth):
+    body = client.get("/v1/me", headers=auth()).get_json()
+    assert set(body) == {"user", "workspace", "role", "scopes"}
+    assert set(body["user"]) == {"id", "email", "name", "created_at"}
+    assert set(body["workspace"]) == {"id", "name", "organization_id", "created_at"}
+
+
+def test_token_responses_carry_no_session_internals(client):
+    body = client.post("/v1/auth/exchange", json={"subject_token": "anything"}).get_json()
+    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in", "scope", "workspace_id"}
+
+
+# ---------------------------------------------------------------------------------------------
+# API4 Unrestricted resource consumption: every size is bounded, and said so before any work.
+
+BODY_ROUTES = [(method, path) for method, path in VALID_BODIES if VALID_BODIES[(method, path)] is not None] + [
+    ("post", "/v1/auth/exchange"), ("post", "/v1/auth/refresh"), ("post", "/v1/auth/revoke")]
+
+
+@pytest.mark.parametrize("method,path", BODY_ROUTES)
+def test_a_body_over_one_mib_is_payload_too_large(app, client, auth, method, path):
+    headers = {**auth(), "Content-Type": "application/json"}
+    body = b'{"title": "' + b"x" * ONE_MIB + b'"}'
+    with database_unchanged(app):
+        response = client.open(concrete(path), method=method.upper(), headers=headers, data=body)
+    assert_envelope(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("path", ["/v1/issues", "/v1/patterns", f"/v1/patterns/{MY_PATTERN}/issues"])
+@pytest.mark.parametrize("limit", ["101", "1000000", "0", "-1"])
+def test_a_page_size_outside_1_to_100_is_refused(client, auth, path, limit):
+    response = client.get(f"{path}?limit={limit}", headers=auth())
+    assert assert_envelope(response, 400, "validation_error")["details"] == {"limit": ["Must be between 1 and 100."]}
+
+
+@pytest.mark.parametrize("path", ["/v1/issues", "/v1/patterns", f"/v1/patterns/{MY_PATTERN}/issues"])
+def test_a_search_over_200_characters_is_refused(client, auth, path):
+    response = client.get(path, headers=auth(), query_string={"q": "payment " * 26})
+    assert "q" in assert_envelope(response, 400, "validation_error")["details"]
+
+
+def test_a_bulk_request_over_100_ids_is_refused(app, client, auth):
+    headers = auth()
+    ids = [MY_ISSUE] + [f"iss_01zzz{n:03d}" for n in range(100)]
+    with database_unchanged(app):
+        response = client.post("/v1/issues/bulk", headers=headers, json={"ids": ids, "op": "set_status", "value": "closed"})
+    assert "ids" in assert_envelope(response, 400, "validation_error")["details"]
+
+
+def test_an_idempotency_key_over_255_characters_is_refused(app, client, auth):
+    headers = {**auth(), "Idempotency-Key": "k" * 256}
+    with database_unchanged(app):
+        response = client.post("/v1/issues", headers=headers, json={"title": "x"})
+    assert "Idempotency-Key" in assert_envelope(response, 400, "validation_error")["details"]
+
+
+@pytest.mark.parametrize("path", ["/v1/issues/iss_{}", "/v1/issues/iss_{}/close", "/v1/patterns/pat_{}",
+                                  "/v1/patterns/pat_{}/issues"])
+def test_a_very_long_id_in_a_path_is_not_found(app, client, auth, path):
+    headers = auth()
+    with database_unchanged(app):
+        for method in ("get", "post", "patch"):
+            response = send(client, method, path.format("0" * 100_000), headers)
+            assert_envelope(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("path,parameter", [("/v1/issues", "pattern_id"), ("/v1/issues", "source"),
+                                            ("/v1/patterns", "domain")])
+def test_a_filter_over_100_values_is_refused(client, auth, path, parameter):
+    """Each value is a bound parameter: 70,000 of them once made PostgreSQL refuse the query."""
+    values = ",".join(f"v{n}" for n in range(70_000))
+    response = client.get(path, headers=auth(), query_string={parameter: values})
+    assert assert_envelope(response, 400, "validation_error")["details"] == {
+        parameter: ["Must name at most 100 values."]}
+
+
+def test_a_cursor_over_2048_characters_is_refused(client, auth):
+    response = client.get("/v1/issues", headers=auth(), query_string={"cursor": "c" * 2049})
+    assert "cursor" in assert_envelope(response, 400, "validation_error")["details"]
+
+
+# ---------------------------------------------------------------------------------------------
+# API5 Broken function-level authorization: read-only roles call no write route.
+
+def test_every_write_route_is_probed(client):
+    writes = {(method, path) for method, path, operation in spec_operations(client)
+              if any(scope.endswith(":write") for requirement in operation.get("security", [])
+                     for scopes in requirement.values() for scope in scopes)}
+    assert writes == set(VALID_BODIES)
+
+
+@pytest.mark.parametrize("role", ["viewer", "read_only"])
+@pytest.mark.parametrize("method,path", list(VALID_BODIES))
+def test_read_only_roles_cannot_call_a_write_route(app, client, auth, role, method, path):
+    headers = auth(role)
+    documented = next(operation["security"][0]["bearerAuth"][0]
+                      for m, p, operation in spec_operations(client) if (m, p) == (method, path))
+    with database_unchanged(app):
+        response = send(client, method, concrete(path), headers, VALID_BODIES[(method, path)])
+    error = assert_envelope(response, 403, "forbidden")
+    assert error["details"] == {"required_scope": documented}
+
+
+@pytest.mark.parametrize("method,path", list(VALID_BODIES))
+def test_a_read_only_role_is_refused_before_the_resource_is_looked_up(app, client, auth, method, path):
+    """403 even for an id that does not exist: no existence oracle for unprivileged callers."""
+    headers = auth("viewer")
+    with database_unchanged(app):
+        response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999"), headers,
+                        VALID_BODIES[(method, path)])
+    assert_envelope(response, 403, "forbidden")
+
+
+# ---------------------------------------------------------------------------------------------
+# API8 Injection: hostile strings in every filter, sort, search and path id are only data.
+
+HOSTILE = [
+    "' OR '1'='1", "1; DROP TABLE issue; --", '" OR 1=1 --', "') UNION SELECT id, workspace_id FROM issue --",
+    "%", "_", "\\", "';--",
+    '"unbalanced', "a OR", "NEAR(a b)", "title:*", "*", "-", "^x", "a AND NOT b", "()", "a & b | !c <-> d",
+    '{"$ne": null}', '{"$gt": ""}', "[$where]=1", "true", "null",
+    "\u202egnp.exe", "\U0001d54f\U0001f642", "e\u0301", "\ufeffbom", "\u200b",
+    "\x00", "a\x00b",
+    "../../etc/passwd", "..\\..\\windows\\win.ini", "%2e%2e%2f", "a\r\nSet-Cookie: x=1", "%s%n{0}",
+]
+LIST_PARAMETERS = {
+    "/v1/issues": ["status", "severity", "pattern_id", "source", "created_after", "created_before", "q", "sort",
+                   "cursor", "limit"],
+    "/v1/patterns": ["status", "domain", "risk_min", "risk_max", "q", "sort", "cursor", "limit"],
+    f"/v1/patterns/{MY_PATTERN}/issues": ["status", "severity", "source", "created_after", "created_before", "q",
+                                          "sort", "cursor", "limit"],
+}
+
+
+def test_every_query_parameter_is_probed(client):
+    for method, path, operation in spec_operations(client):
+        names = {parameter["name"] for parameter in operation.get("parameters", []) if parameter["in"] == "query"}
+        if names and path != "/v1/stream":  # the WebSocket's token and workspace: tests/test_stream.py
+            assert names == set(LIST_PARAMETERS.get(concrete(path), ())), (method, path)
+
+
+@pytest.mark.parametrize("path,parameter", [(path, name) for path, names in LIST_PARAMETERS.items()
+                                            for name in names])
+def test_hostile_strings_in_a_list_parameter_are_only_data(app, client, auth, path, parameter):
+    headers = auth()
+    with database_unchanged(app):
+        for value in HOSTILE:
+            response = client.get(path, headers=headers, query_string={parameter: value})
+            assert response.status_code in (200, 400), (value, response.status_code)
+            if response.status_code == 400:
+                assert_envelope(response, 400, "validation_error")
+            else:
+                ids = [item["id"] for item in response.get_json()["data"]]
+                assert not set(ids) & set(THEIR_ISSUES + [THEIR_PATTERN]), value
+
+
+@pytest.mark.parametrize("method,path", ID_ROUTES)
+def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, path):
+    headers = auth()
+    with database_unchanged(app):
+        for value in HOSTILE:
+            target = concrete(path, urllib.parse.quote(value, safe=""), urllib.parse.quote(value, safe=""))
+            response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
+            assert_envelope(response, 404, "not_found")
+
+
+def test_an_sql_looking_title_is_stored_verbatim_and_nothing_else_changes(app, client, auth):
+    headers = auth()
+    title = "Robert'); DROP TABLE issue; --"
+    with database_unchanged(app, [model for model in MODELS if model.__name__ not in WRITTEN_BY_AN_UPDATE]):
+        before = rows(app, [Issue])["Issue"]
+        created = client.post("/v1/issues", headers=headers, json={"title": title})
+    assert created.status_code == 201
+    assert client.get(f"/v1/issues/{created.get_json()['id']}", headers=headers).get_json()["title"] == title
+    assert [row for row in rows(app, [Issue])["Issue"] if row[0] != created.get_json()["id"]] == before
+
+
+# ---------------------------------------------------------------------------------------------
+# API8 Security misconfiguration.
+
+@pytest.mark.parametrize("raised,status", [
+    (RuntimeError("boom near SELECT * FROM issue WHERE workspace_id = 'ws_02def456'"), 500),
+    (pw.ProgrammingError('relation "issue" does not exist LINE 1: SELECT "t1"."id" FROM "issue"'), 500),
+    (pw.OperationalError("could not connect to server at 10.0.0.5:5432; SELECT 1"), 503),
+])
+def test_failures_show_no_stack_trace_sql_or_internals(client, auth, monkeypatch, raised, status):
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(Issue, "search", fail)
+    response = client.get("/v1/issues", headers=auth())
+    error = assert_envelope(response, status, "internal_error" if status == 500 else "service_unavailable")
+    text = response.get_data(as_text=True)
+    for leak in ("SELECT", "FROM", "issue\"", "Traceback", "10.0.0.5", "ws_02def456", ".py"):
+        assert leak not in text, leak
+    assert "details" not in error
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://localhost:3000.evil.example",
+                                    "http://evil.localhost:3000"])
+def test_cors_does_not_echo_an_unlisted_origin(client, auth, origin):
+    simple = client.get("/v1/issues", headers={**auth(), "Origin": origin})
+    preflight = client.options("/v1/issues", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                                      "Access-Control-Request-Headers": "Authorization"})
+    for response in (simple, preflight):
+        assert response.headers.get("Access-Control-Allow-Origin") in (None, "http://localhost:3000")
+        assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/v1/issues", "/v1/nothing-here", "/health", "/openapi.json"])
+def test_every_response_carries_the_security_headers(client, auth, path):
+    headers = client.get(path, headers=auth()).headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("method,path,body", [("get", "/v1/issues", None), ("get", "/v1/me", None),
+                                              ("post", "/v1/auth/exchange", {"subject_token": "x"})])
+def test_tokens_and_workspace_data_are_never_cached(client, auth, method, path, body):
+    response = send(client, method, path, auth(), body)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_trace_is_not_allowed_and_echoes_nothing(client, auth):
+    headers = auth()
+    response = client.open("/v1/issues", method="TRACE", headers=headers)
+    assert_envelope(response, 405, "method_not_allowed")
+    assert headers["Authorization"].split()[1] not in response.get_data(as_text=True)
+
+
+def test_the_service_does_not_run_in_debug_mode(app):
+    assert not app.debug
+    assert not app.config.get("PROPAGATE_EXCEPTIONS")
+
+
+def test_docs_page_is_not_frameable(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
