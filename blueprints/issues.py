@@ -187,7 +187,7 @@ def bulk_update(body):
     return {"updated": updated, "not_found": not_found}
 
 
-@blp.route("/issues/<string:issue_id>/similar")
+@blp.route('/issues/<id("iss"):issue_id>/similar')
 @blp.auth_required("issues:read")
 @blp.arguments(SimilarQuerySchema, location="query")
 @blp.response(200, SimilarListSchema)

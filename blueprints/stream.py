@@ -70,10 +70,7 @@ def _authorize(args):
 
 
 def _refuse(ws, code, reason):
-    """Close with `code`, then linger a moment: closing the TCP connection at once can reset it
-    before the client has read the close frame, and the client would see 1005, not our code."""
     ws.close(reason=code, message=reason)
-    time.sleep(0.2)
 
 
 def _parse_since(raw):

@@ -69,6 +69,8 @@ VALID_BODIES = {
     ("post", "/v1/issues/bulk"): {"ids": [MY_ISSUE], "op": "set_status", "value": "closed"},
     ("post", "/v1/patterns"): {"name": "Probe"},
     ("patch", "/v1/patterns/{pattern_id}"): {"name": "Probe"},
+    ("post", "/v1/ingest/events"): {"title": "Probe"},
+    ("post", "/v1/ingest/batch"): {"records": [{"title": "Probe"}]},
 }
 
 
@@ -82,6 +84,7 @@ ID_ROUTES = [
     ("get", "/v1/patterns/{pattern_id}"),
     ("patch", "/v1/patterns/{pattern_id}"),
     ("get", "/v1/patterns/{pattern_id}/issues"),
+    ("get", "/v1/issues/{issue_id}/similar"),
 ]
 
 
@@ -263,7 +266,8 @@ SERVER_OWNED = {"id": "iss_01mine", "workspace_id": OTHER_WORKSPACE, "issue_coun
                 "updated_at": "2020-01-01T00:00:00Z", "resolved_at": "2020-01-01T00:00:00Z",
                 "risk_score": 99}
 ISSUE_FIELDS = {"id", "title", "description", "status", "severity", "pattern_id", "source", "external_id",
-                "external_url", "team", "risk_score", "metadata", "created_at", "updated_at", "resolved_at"}
+                "external_url", "team", "risk_score", "metadata", "created_at", "updated_at", "resolved_at",
+                "fingerprint", "detection"}
 PATTERN_FIELDS = {"id", "name", "description", "status", "risk_score", "issue_count", "last_seen_at",
                   "fingerprint", "tags", "created_at", "updated_at"}
 
@@ -442,6 +446,7 @@ LIST_PARAMETERS = {
     "/v1/patterns": ["status", "domain", "risk_min", "risk_max", "q", "sort", "cursor", "limit"],
     f"/v1/patterns/{MY_PATTERN}/issues": ["status", "severity", "source", "created_after", "created_before", "q",
                                           "sort", "cursor", "limit"],
+    f"/v1/issues/{MY_ISSUE}/similar": ["limit"],
 }
 
 
