@@ -7,6 +7,8 @@ import marshmallow as ma
 from flask import current_app, request
 from itsdangerous import BadData, URLSafeSerializer
 
+from models.search import first_rows
+
 from .errors import ApiError
 
 MALFORMED = "malformed cursor token"
@@ -111,7 +113,7 @@ def paginate(query, args, *, sorts, id_field):
     if args.get("cursor"):
         value, last_id = _read_cursor(args["cursor"], binding)
         ordered = ordered.where(_after(sort_field, id_field, descending, value, last_id))
-    rows = list(ordered.limit(limit + 1))
+    rows = first_rows(ordered, limit + 1, sort_field, descending)
     has_more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
