@@ -1,10 +1,11 @@
-"""Lists over many rows: word search planned from the head of the index."""
+"""Lists over many rows: totals above 10,000, and word search planned from the head of the index."""
 import datetime
 import random
 import re
 
 import pytest
 
+from app import pagination
 from conftest import ON_POSTGRES
 from models import Issue, db, search
 from test_lists import sort_key, walk
@@ -25,6 +26,38 @@ def generate(app, token_for):
         return {"Authorization": f"Bearer {token_for('owner', workspace, user_id=owner)}"}
 
     return run
+
+
+def total(client, headers, **params):
+    response = client.get("/v1/issues", headers=headers, query_string=params)
+    assert response.status_code == 200
+    return response.get_json()["page"]["total"]
+
+
+def test_a_total_above_10000_is_counted_or_estimated(generate, client):
+    headers = generate(10_050)
+    if ON_POSTGRES:
+        assert total(client, headers) > 10_000  # the planner's estimate
+    else:
+        assert total(client, headers) == 10_050
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="PostgreSQL estimates from the planner instead")
+def test_a_recent_count_above_10000_stands_until_it_expires(generate, client, monkeypatch):
+    headers = generate(10_050)
+    assert total(client, headers) == 10_050
+    assert client.post("/v1/issues", headers=headers, json={"title": "One more"}).status_code == 201
+    assert total(client, headers) == 10_050
+    monkeypatch.setattr(pagination, "RECENT_COUNT_TTL_S", -1)
+    assert total(client, headers) == 10_051
+
+
+def test_a_total_up_to_10000_is_always_exact(generate, client):
+    headers = generate(10_050)
+    before = total(client, headers, status="open")
+    assert before <= 10_000
+    assert client.post("/v1/issues", headers=headers, json={"title": "Fresh"}).status_code == 201
+    assert total(client, headers, status="open") == before + 1
 
 
 @pytest.fixture
