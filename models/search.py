@@ -94,22 +94,29 @@ def first_rows(query, count, sort_field, descending):
     for window in HEAD_WINDOWS:
         match.ignored = True
         try:
-            edge = query.select(sort_field).offset(window - 1).scalar()
-            head = query if edge is None else query.where(
-                (sort_field >= edge) if descending else (sort_field <= edge))
-            low, high = head.select(pw.fn.MIN(ROWID), pw.fn.MAX(ROWID)).order_by().scalar(as_tuple=True)
+            head = query.select(ROWID.alias("r"), sort_field.alias("s")).limit(window)
+            low, high, last, rows_in_head = pw.Select([head.alias("head")], [
+                pw.fn.MIN(pw.SQL("r")), pw.fn.MAX(pw.SQL("r")),
+                (pw.fn.MIN if descending else pw.fn.MAX)(pw.SQL("s")), pw.fn.COUNT(pw.SQL("*"))]
+            ).bind(db).scalar(as_tuple=True)
         finally:
             match.ignored = False
-        if low is None:
+        if not rows_in_head:
             return []
         if high - low >= MAX_SPREAD * window:
             break
+        narrowed = query
+        if rows_in_head == window:
+            # Rows tied with the head's last one may lie outside its rowid range: leave them
+            # to a wider head.
+            last = sort_field.python_value(last)
+            narrowed = query.where((sort_field > last) if descending else (sort_field < last))
         match.rowids = (low, high)
         try:
-            rows = list(head.limit(count))
+            rows = list(narrowed.limit(count))
         finally:
             match.rowids = None
-        if len(rows) == count or edge is None:
+        if len(rows) == count or rows_in_head < window:
             return rows
     if match.count(FEW_MATCHES + 1) <= FEW_MATCHES:
         # A unary + keeps SQLite from walking the sort index: it starts from the matches.
