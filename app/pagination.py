@@ -7,6 +7,7 @@ import time
 import marshmallow as ma
 from flask import current_app, request
 from itsdangerous import BadData, URLSafeSerializer
+from peewee import SQL
 
 from models import db
 from models.search import first_rows, is_postgres
@@ -108,7 +109,7 @@ def count_matches(query):
     if is_postgres():
         capped = query.limit(EXACT_TOTAL_LIMIT + 1).count()
         return capped if capped <= EXACT_TOTAL_LIMIT else max(capped, _planner_estimate(query))
-    sql, params = query.sql()
+    sql, params = query.select(SQL("1")).sql()  # what is counted; the columns do not matter
     key = (sql, tuple(params))
     now = time.monotonic()
     recent, counted_at = _recent_counts.get(key, (None, 0.0))
