@@ -45,6 +45,7 @@ class Issue(WorkspaceScoped, BaseModel):
             (("workspace", "created_at", "id"), False),
             (("workspace", "updated_at", "id"), False),
             (("workspace", "severity", "id"), False),
+            (("workspace", "status", "severity"), False),
             (("workspace", "risk_score", "id"), False),
             (("pattern", "created_at", "id"), False),
             (("workspace", "source", "external_id"), True),

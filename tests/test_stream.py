@@ -44,9 +44,13 @@ class Live:
 
         app = create_app({"DATABASE_URL": self.database_url, "JWT_SECRET": SECRET, "USE_MOCK": False,
                           "TESTING": True})
-        with app.app_context(), db.connection_context():
-            owner = Membership.get(Membership.workspace == workspace)
-            return start_session(owner.user_id, workspace, ROLE_SCOPES["owner"])["access_token"]
+        try:
+            with app.app_context(), db.connection_context():
+                owner = Membership.get(Membership.workspace == workspace)
+                return start_session(owner.user_id, workspace, ROLE_SCOPES["owner"])["access_token"]
+        finally:
+            if hasattr(db.obj, "close_all"):  # PostgreSQL: a pool, whose connection would leak
+                db.obj.close_all()
 
     def connect(self, token=None, workspace=SEED_WORKSPACE, since=None, headers=None):
         query = f"token={token or self.token}&workspace={workspace}"
