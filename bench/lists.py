@@ -49,7 +49,10 @@ def generate(count):
             except sqlite3.Error:
                 have = 0
         if have == count:
-            print(f"reusing {DB} ({have} issues)")
+            print(f"reusing {DB} ({have} issues)", flush=True)
+            # The Procfile's release step: a database made by an older version gets new migrations.
+            sh(os.path.join(os.path.dirname(sys.executable), "flask"), "--app", "wsgi", "migrate",
+               env={**os.environ, "DATABASE_URL": f"sqlite:///{DB}", "JWT_SECRET": SECRET})
             return
         os.remove(DB)
     os.makedirs(WORK, exist_ok=True)
@@ -57,7 +60,7 @@ def generate(count):
     sh(os.path.join(os.path.dirname(sys.executable), "flask"), "--app", "wsgi", "generate", "--workspace",
        WORKSPACE, "--issues", str(count), "--patterns", "300",
        env={**os.environ, "DATABASE_URL": f"sqlite:///{DB}", "JWT_SECRET": SECRET})
-    print(f"generated {count} issues in {time.monotonic() - started:.0f} s")
+    print(f"generated {count} issues in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def owner_token():
@@ -130,7 +133,10 @@ def measure_ours(seconds):
             "first page (limit=100)": base + "/v1/issues?limit=100",
             "GET one": f"{base}/v1/issues/{sample_id}",
         }
-        results = {name: wrk(url, seconds, [auth]) for name, url in urls.items()}
+        results = {}
+        for name, url in urls.items():
+            results[name] = wrk(url, seconds, [auth])
+            print(line(f"ours: {name}", results[name]), flush=True)
         rss = worker_rss_mb(proc.pid)
     return results, len(first.content), sample_id, rss
 
@@ -155,6 +161,17 @@ def build_datasette_db():
        "description", "--fts5")
 
 
+def datasette_next_token(offset):
+    """The `_next` token Datasette's own paging gives after `offset` rows sorted by created_at
+    descending: "<created_at>,<rowid>" of the last row before it (walking 400 pages through
+    Datasette to obtain it takes longer than the whole measurement)."""
+    with sqlite3.connect(DATASETTE_DB) as connection:
+        created_at, rowid = connection.execute(
+            "SELECT created_at, rowid FROM issues ORDER BY created_at DESC, rowid DESC LIMIT 1 OFFSET ?",
+            (offset - 1,)).fetchone()
+    return requests.utils.quote(f"{created_at},{rowid}", safe="")
+
+
 def measure_datasette(seconds, sample_id):
     if not os.path.exists(os.path.join(DATASETTE_VENV, "bin", "datasette")):
         sh(sys.executable, "-m", "venv", DATASETTE_VENV)
@@ -173,8 +190,7 @@ def measure_datasette(seconds, sample_id):
                 break
             except requests.ConnectionError:
                 time.sleep(0.2)
-        deep = walk(base + ".json?_size=100&_sort_desc=created_at&_nocount=1",
-                    lambda body: body.get("next_url"), 400)
+        deep = base + ".json?_size=100&_sort_desc=created_at&_nocount=1&_next=" + datasette_next_token(400 * 100)
         urls = {
             "first page": base + ".json?_size=25&_sort_desc=created_at",
             "first page, no count": base + ".json?_size=25&_sort_desc=created_at&_nocount=1",
@@ -183,7 +199,11 @@ def measure_datasette(seconds, sample_id):
             "400 pages deep": deep,
             "GET one": f"{base}/{sample_id}.json",
         }
-        return {name: wrk(url, seconds) for name, url in urls.items()}
+        results = {}
+        for name, url in urls.items():
+            results[name] = wrk(url, seconds)
+            print(line(f"datasette: {name}", results[name]), flush=True)
+        return results
     finally:
         proc.terminate()
         proc.wait(timeout=20)
