@@ -259,7 +259,8 @@ def main():
     for name, reference in (("first page", "first page, no count"), ("first page", "first page"),
                             ("status+severity", "status+severity"), ("q=timeout", "q=timeout"),
                             ("400 pages deep", "400 pages deep"), ("GET one", "GET one")):
-        print(f"  {name:16} / Datasette {reference:22} {ours[name]['rps'] / theirs[reference]['rps']:8.1f}x")
+        ratio = ours[name]["rps"] / theirs[reference]["rps"] if theirs[reference]["rps"] else float("inf")
+        print(f"  {name:16} / Datasette {reference:22} {ratio:8.1f}x")
     print(f"  400 pages deep p50 / first page (limit=100) p50  "
           f"{ours['400 pages deep']['p50'] / ours['first page (limit=100)']['p50']:.2f}")
     print(f"peak RSS per worker: {', '.join(f'{mb:.0f} MB' for mb in rss)}")
