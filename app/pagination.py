@@ -150,8 +150,7 @@ def paginate(query, args, *, sorts, id_field, item_schema):
     direction = "desc" if descending else "asc"
     ordered = (query.select(json_row(item_schema, query.model), sort_field, id_field)
                .order_by(getattr(sort_field, direction)(nulls="LAST" if sort_field.null else None),
-                         getattr(id_field, direction)())
-               .tuples())
+                         getattr(id_field, direction)()))
     if args.get("cursor"):
         value, last_id = _read_cursor(args["cursor"], binding)
         ordered = ordered.where(_after(sort_field, id_field, descending, value, last_id))
@@ -161,7 +160,7 @@ def paginate(query, args, *, sorts, id_field, item_schema):
     next_cursor = None
     if has_more:
         _, last_value, last_id = rows[-1]
-        next_cursor = _serializer().dumps([binding, _encode_value(last_value), last_id])
+        next_cursor = _serializer().dumps([binding, _encode_value(sort_field.python_value(last_value)), last_id])
     page = {"next_cursor": next_cursor, "has_more": has_more,
             "total": count_matches(query, (workspace_id, binding), workspace_id)}
     body = '{"data":[%s],"page":%s}' % (",".join(row for row, _, _ in rows), current_app.json.dumps(page))
