@@ -7,6 +7,8 @@ built from the schema's fields and the model's columns, so the two cannot drift 
 a field this module cannot render fails at the first request, and tests compare every list row
 with the schema's dump of the same object (tests/test_rendering.py).
 """
+import functools
+import operator
 import re
 
 import peewee as pw
@@ -72,9 +74,7 @@ def _value(model, name, field):
 def _nested(model, name, field):
     """A nested object stored as `{name}_{subfield}` columns; null when all of them are."""
     columns = [model._meta.columns[f"{name}_{sub}"] for sub in field.schema.fields]
-    absent = None
-    for column in columns:
-        absent = column.is_null() if absent is None else absent & column.is_null()
+    absent = functools.reduce(operator.and_, (column.is_null() for column in columns))
     rendered = _object([(sub, _value(model, f"{name}_{sub}", sub_field))
                         for sub, sub_field in field.schema.fields.items()])
     return pw.Case(None, [(absent, None)], rendered)
