@@ -15,7 +15,6 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "synchronous": "normal",
     "cache_size": -64 * 1024,
-    "mmap_size": 1 << 30,
 }
 
 
