@@ -1,4 +1,5 @@
-"""List rows rendered to the API's JSON by the database, from the item schema.
+"""Objects read (list rows, single GETs) rendered to the API's JSON by the database, from the
+item schema.
 
 Turning a page of 25-100 rows into model objects and dumping them through marshmallow costs
 about 1.5 ms of Python per 25 rows, most of a list request; SQLite's json_object() or
@@ -12,10 +13,11 @@ import operator
 import re
 
 import peewee as pw
+from flask import current_app
 from marshmallow import fields as ma_fields
 
 from app.api import Timestamp
-from models.base import ChoiceIntField, db
+from models.base import ChoiceIntField, NotFound, db, prepared_rows
 from models.search import is_postgres
 
 _expressions = {}  # (schema class, model, on PostgreSQL) -> the JSON expression
@@ -36,6 +38,17 @@ def json_row(schema, model):
             context.sql(rendered)
         _expressions[key] = pw.SQL(*context.query())
     return _expressions[key]
+
+
+def rendered_object(schema, model, object_id, workspace_id):
+    """The response showing one object of the workspace as the `schema` class dumps it,
+    rendered by the database; NotFound when the workspace has no such object."""
+    rows = prepared_rows(f"{model.__name__}.rendered_object.{schema.__name__}", lambda object_id, workspace_id: (
+        model.in_workspace(workspace_id).select(json_row(schema, model)).where(model.id == object_id).limit(1)),
+        object_id=object_id, workspace_id=workspace_id)
+    if not rows:
+        raise NotFound(model.KIND, object_id)
+    return current_app.response_class(rows[0][0], mimetype="application/json")
 
 
 def _object(pairs):

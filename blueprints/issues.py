@@ -7,6 +7,7 @@ from app.api import Blueprint, CommaList, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
+from app.rendering import rendered_object
 from models import ISSUE_STATUSES, SEVERITIES, Issue
 from models.ingest import similar
 from models.issues import BULK_OPS
@@ -155,7 +156,7 @@ class IssueById(MethodView):
     @blp.errors(404)
     def get(self, issue_id):
         """Fetch one issue."""
-        return Issue.get_in_workspace(issue_id, current_principal().workspace_id)
+        return rendered_object(IssueSchema, Issue, issue_id, current_principal().workspace_id)
 
     @blp.auth_required("issues:write")
     @blp.arguments(IssueUpdateSchema)

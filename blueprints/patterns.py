@@ -7,6 +7,7 @@ from app.api import Blueprint, CommaList, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
+from app.rendering import rendered_object
 from blueprints.issues import FingerprintSchema, IssueListSchema, IssueQuerySchema, IssueSchema
 from models import PATTERN_STATUSES, Issue, Pattern
 
@@ -92,7 +93,7 @@ class PatternById(MethodView):
     @blp.errors(404)
     def get(self, pattern_id):
         """Fetch one pattern."""
-        return Pattern.get_in_workspace(pattern_id, current_principal().workspace_id)
+        return rendered_object(PatternSchema, Pattern, pattern_id, current_principal().workspace_id)
 
     @blp.auth_required("patterns:write")
     @blp.arguments(PatternUpdateSchema)

@@ -5,7 +5,7 @@ import secrets
 
 import peewee as pw
 
-from .base import BaseModel, db, prepared, utcnow
+from .base import BaseModel, db, prepared_rows, utcnow
 
 ROLE_SCOPES = {
     "read_only": ("issues:read", "patterns:read"),
@@ -148,12 +148,12 @@ class AuthSession(BaseModel):
     @classmethod
     def live_scopes(cls, session_id):
         """The scopes the session's member holds now, or None once revoked or no longer a member."""
-        row = next(iter(prepared("AuthSession.live_scopes", lambda session_id: (
+        rows = prepared_rows("AuthSession.live_scopes", lambda session_id: (
             cls.select(Membership.role)
             .join(Membership, on=((Membership.user == cls.user) & (Membership.workspace == cls.workspace)))
             .where((cls.id == session_id) & cls.revoked_at.is_null())
-            .limit(1)), session_id=session_id).tuples()), None)
-        return ROLE_SCOPES.get(row[0]) if row else None
+            .limit(1)), session_id=session_id)
+        return ROLE_SCOPES.get(rows[0][0]) if rows else None
 
     def revoke(self):
         (AuthSession.update(revoked_at=utcnow())

@@ -7,7 +7,7 @@ import threading
 import peewee as pw
 
 from .accounts import Workspace
-from .base import BaseModel, db, prepared
+from .base import BaseModel, db, prepared_rows
 from .search import is_postgres
 
 # type(model instance) -> callable(instance) -> JSON-ready dict. The app registers the same
@@ -47,10 +47,10 @@ class EventCounter(BaseModel):
 def last_seq(workspace_id):
     """The workspace's last event number: it moves with every committed write to its issues
     and patterns, so a result computed at one number still holds while it stands."""
-    row = next(iter(prepared("EventCounter.last_seq", lambda workspace_id: (
+    rows = prepared_rows("EventCounter.last_seq", lambda workspace_id: (
         EventCounter.select(EventCounter.last_seq).where(EventCounter.workspace == workspace_id)),
-        workspace_id=workspace_id).tuples()), None)
-    return row[0] if row else 0
+        workspace_id=workspace_id)
+    return rows[0][0] if rows else 0
 
 
 def _serialize(value):

@@ -49,6 +49,24 @@ def test_every_list_row_equals_the_schema_dump(app, client, auth, awkward_rows, 
         assert list(item) == list(dumped[item["id"]])  # the schema's field order too
 
 
+@pytest.mark.parametrize("model, schema, url", [
+    (Issue, IssueSchema, "/v1/issues/iss_awkward"),
+    (Issue, IssueSchema, "/v1/issues/iss_plain"),
+    (Pattern, PatternSchema, "/v1/patterns/pat_awkward"),
+])
+def test_a_single_get_equals_the_schema_dump(app, client, auth, awkward_rows, model, schema, url):
+    response = client.get(url, headers=auth())
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    with app.app_context(), db.connection_context():
+        dumped = schema().dump(model.get_by_id(url.rsplit("/", 1)[1]))
+    assert response.get_json() == dumped and list(response.get_json()) == list(dumped)
+
+
+def test_a_single_get_of_another_workspace_is_not_found(client, auth, awkward_rows):
+    response = client.get("/v1/issues/iss_awkward", headers=auth(workspace="ws_02def456"))
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+
+
 def test_awkward_values_survive_exactly(client, auth, awkward_rows):
     issue = next(item for item in client.get("/v1/issues?limit=100", headers=auth()).get_json()["data"]
                  if item["id"] == "iss_awkward")
