@@ -50,6 +50,12 @@ def utcnow():
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
+def for_update(query):
+    """`query`, locking the rows it reads until commit where the database locks rows
+    (PostgreSQL); SQLite runs one writer at a time, so its reads need no lock."""
+    return query.for_update() if isinstance(db.obj, pw.PostgresqlDatabase) else query
+
+
 def new_id(prefix):
     return f"{prefix}_{str(ULID()).lower()}"
 
@@ -75,8 +81,10 @@ class WorkspaceScoped:
         return cls.select().where(cls.workspace == workspace_id)
 
     @classmethod
-    def get_in_workspace(cls, object_id, workspace_id):
-        found = cls.in_workspace(workspace_id).where(cls.id == object_id).first()
+    def get_in_workspace(cls, object_id, workspace_id, lock=False):
+        """The object, or NotFound; with `lock`, its row stays locked until commit."""
+        query = cls.in_workspace(workspace_id).where(cls.id == object_id)
+        found = (for_update(query) if lock else query).first()
         if found is None:
             raise NotFound(cls.KIND, object_id)
         return found

@@ -1,11 +1,16 @@
 """Ingestion (POST /v1/ingest/events and /batch), detection into patterns, and similar issues."""
+import collections
 import concurrent.futures
+import datetime
 import os
 
 import pytest
 import requests
 
 from conftest import OTHER_WORKSPACE
+from models import Issue, Pattern, db
+from models.base import utcnow
+from models.patterns import RECENT_SATURATION, risk_score
 from test_server import free_port, mock_server
 
 POOL = "FATAL: remaining connection slots are reserved for non-replication superuser connections"
@@ -119,6 +124,39 @@ def test_a_provided_fingerprint_is_used_as_is(client, auth):
     issues = [client.get(f"/v1/issues/{i}", headers=auth()).get_json() for i in ids]
     assert {i["detection"]["method"] for i in issues} == {"provided"}
     assert len({i["pattern_id"] for i in issues}) == 1 and issues[0]["pattern_id"]
+
+
+def risk_from_the_linked_issues(pattern_id, now):
+    """The documented formula, from a fresh read of every linked issue."""
+    linked = list(Issue.select().where(Issue.pattern == pattern_id))
+    recent = sum(issue.created_at >= now - datetime.timedelta(days=30) for issue in linked)
+    return risk_score(collections.Counter(issue.severity for issue in linked), recent,
+                      max((issue.created_at for issue in linked), default=None), now)
+
+
+def test_detected_risk_follows_the_formula_from_the_linked_issues(app, client, auth):
+    # More recent issues than the recent count reads, old ones, and every severity.
+    severities = ["low", "medium", "high", "critical", "p2"]
+    now = datetime.datetime.now(datetime.UTC)
+    records = [{"title": f"Ledger {n} off by a cent", "external_id": f"LEDGER-{n}", "severity": severities[n % 5],
+                "fingerprint": {"domain": "billing", "root_cause": "rounding"},
+                **({"source_created_at": (now - datetime.timedelta(days=40 + n)).isoformat()} if n % 7 == 0 else {})}
+               for n in range(RECENT_SATURATION + 60)]
+    for start in range(0, len(records), 250):
+        assert batch(client, auth(), records[start:start + 250]).status_code == 202
+    ids = batch(client, auth(), [{"title": POOL}, {"title": DISK}, {"title": DISK, "severity": "p1"}]).get_json()["issue_ids"]
+    assert batch(client, auth(), [{"title": "Ledger 1 off by a cent", "external_id": "LEDGER-1", "severity": "critical",
+                                   "fingerprint": {"domain": "billing", "root_cause": "rounding"}}]).status_code == 202
+    with app.app_context(), db.connection_context():
+        detected = {issue.pattern_id for issue in Issue.select().where(Issue.id.in_(ids) | (Issue.external_id == "LEDGER-1"))}
+        assert len(detected) == 3 and None not in detected
+        at = utcnow()
+        Pattern.rescore(detected, now=at)
+        for pattern in Pattern.select().where(Pattern.id.in_(detected)):
+            linked = Issue.select().where(Issue.pattern == pattern.id)
+            assert pattern.linked_by_severity == {name: linked.where(Issue.severity == name).count()
+                                                  for name in pattern.linked_by_severity}
+            assert pattern.risk_score == risk_from_the_linked_issues(pattern.id, at), pattern.name
 
 
 def test_unrecognised_text_gets_no_fingerprint(client, auth):
