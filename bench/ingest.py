@@ -7,6 +7,7 @@ reports, cycled with unique external ids, so detection does its real work on eve
 Prints records/s and per-batch latency p50/p99 per database. Needs the `bench` extra.
 """
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
@@ -40,7 +41,7 @@ def batches(total, run_id):
 def measure(database_url, args, label):
     env = {"DATABASE_URL": database_url, "USE_MOCK": "1", "RATE_LIMIT": "1000000/minute",
            "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": str(args.workers)}
-    with web(env) as (_, base):
+    with web(env) as (server, base):
         token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
         session = requests.Session()
@@ -67,9 +68,15 @@ def measure(database_url, args, label):
                 accepted += count
         elapsed = time.perf_counter() - started
         stats = requests.get(base + "/v1/patterns?limit=100", headers=headers, timeout=30).json()["page"]["total"]
+        server.log.seek(0)
+        reasons = collections.Counter(line.split("database unavailable: ", 1)[1].strip()
+                                      for line in server.log.read().decode(errors="replace").splitlines()
+                                      if "database unavailable: " in line)
     print(f"{label:10} {accepted:8d} records in {elapsed:6.1f} s = {accepted / elapsed:7.0f} records/s; "
           f"batch p50 {percentile(latencies, 50):6.0f} ms, p99 {percentile(latencies, 99):6.0f} ms; "
           f"{stats} patterns; {len(retries)} batches retried after a 503")
+    for reason, count in reasons.most_common():  # why the server answered 503
+        print(f"{'':10} 503 x{count}: {reason[:300]}")
 
 
 def main():
