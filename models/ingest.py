@@ -81,15 +81,39 @@ def _lock_fingerprints(workspace_id, keys):
                        (locks,))
 
 
+def _patterns(workspace_id, keys):
+    """The workspace's pattern id for each fingerprint key (domain, root cause), or None: the
+    oldest, should there be several."""
+    found = dict.fromkeys(keys)
+    if not found:
+        return found
+    wanted = functools.reduce(operator.or_, [  # each term a key of the fingerprint index, as in _existing
+        (Pattern.workspace == workspace_id) & (Pattern.fingerprint_domain == domain)
+        & (Pattern.fingerprint_root_cause == root_cause) for domain, root_cause in sorted(found)])
+    query = (Pattern.select(Pattern.id, Pattern.fingerprint_domain, Pattern.fingerprint_root_cause)
+             .where(wanted).order_by(Pattern.created_at.desc(), Pattern.id.desc()))
+    for pattern in query:
+        found[(pattern.fingerprint_domain, pattern.fingerprint_root_cause)] = pattern.id
+    return found
+
+
 class _Grouper:
     """Finds (or, on recurrence, creates) the pattern of each fingerprint, once per batch, and
     keeps each issue the batch touches as one object with its link before the batch."""
 
     def __init__(self, workspace_id, now, keys):
         self.workspace_id, self.now = workspace_id, now
-        self.patterns, self.created = {}, set()
+        self.created = set()
         self.issues = {}  # id -> (link before this batch, the Issue as the batch leaves it)
-        _lock_fingerprints(workspace_id, keys)
+        self.patterns = _patterns(workspace_id, keys)
+        # Only a fingerprint with no pattern yet is locked: batches joining existing patterns
+        # (the usual case) do not wait on each other.
+        self._lock([key for key, pattern_id in self.patterns.items() if pattern_id is None])
+
+    def _lock(self, keys):
+        if keys and is_postgres():
+            _lock_fingerprints(self.workspace_id, keys)
+            self.patterns.update(_patterns(self.workspace_id, keys))  # one created while we waited
 
     def track(self, issue, new=False):
         """The batch's object for this issue (the one already tracked, if any)."""
@@ -103,11 +127,10 @@ class _Grouper:
 
     def pattern_id(self, key):
         """The pattern for a fingerprint key (domain, root cause), if there is one yet."""
-        if key not in self.patterns:
-            pattern = (Pattern.in_workspace(self.workspace_id)
-                       .where((Pattern.fingerprint_domain == key[0]) & (Pattern.fingerprint_root_cause == key[1]))
-                       .order_by(Pattern.created_at, Pattern.id).first())
-            self.patterns[key] = pattern and pattern.id
+        if key not in self.patterns:  # not one of the batch's keys, so not looked up yet
+            self.patterns.update(_patterns(self.workspace_id, [key]))
+            if self.patterns[key] is None:
+                self._lock([key])
         return self.patterns[key]
 
     def _link(self, issue, pattern_id):

@@ -7,7 +7,7 @@ import os
 import pytest
 import requests
 
-from conftest import OTHER_WORKSPACE
+from conftest import ON_POSTGRES, OTHER_WORKSPACE, TEST_DATABASE_URL
 from models import Issue, Pattern, db
 from models.base import utcnow
 from models.patterns import RECENT_SATURATION, risk_score
@@ -205,3 +205,37 @@ def test_ten_concurrent_deliveries_of_one_record_leave_one_issue(tmp_path):
         found = requests.get(base + "/v1/issues", headers=headers, params={"source": "sentry", "limit": 100},
                              timeout=5).json()["data"]
         assert sum(1 for item in found if item["external_id"] == record["external_id"]) == 1
+
+
+@pytest.mark.live
+def test_concurrent_batches_create_one_pattern_per_fingerprint_and_exact_counters(tmp_path, make_app):
+    # Each batch names the same new fingerprints in another order, and joins seed patterns.
+    run = f"{os.getpid()}-{free_port()}"
+    keys = [("billing", f"rounding-{run}-{n}") for n in range(6)] + [("caching", "stale_cache")]
+    batches = [[{"source": "ledger", "external_id": f"{run}-{b}-{n}", "title": f"Ledger {n} off",
+                 "severity": ["low", "high", "critical"][(b + n) % 3],
+                 "fingerprint": dict(zip(("domain", "root_cause"), keys[(n * (b + 1)) % len(keys)]))}
+                for n in range(60)] for b in range(6)]
+    with mock_server(tmp_path, WEB_CONCURRENCY="2") as (base, headers, _):
+        def deliver(records):
+            return requests.post(base + "/v1/ingest/batch", headers=headers, json={"records": records}, timeout=60)
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            assert {response.status_code for response in pool.map(deliver, batches)} == {202}
+        patterns = requests.get(base + "/v1/patterns", headers=headers, params={"limit": 100}, timeout=5).json()["data"]
+
+        def linked(pattern_id, **filters):
+            return requests.get(base + "/v1/issues", headers=headers, timeout=5, params={
+                "pattern_id": pattern_id, "limit": 1, **filters}).json()["page"]["total"]
+
+        with_key = collections.Counter(tuple(p["fingerprint"].values()) for p in patterns if p["fingerprint"])
+        assert all(with_key[key] == 1 for key in keys), with_key
+        for pattern in patterns:
+            assert pattern["issue_count"] == linked(pattern["id"])
+    # The severity counters, which the API does not show, through the same database.
+    app = make_app(DATABASE_URL=TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'live.db'}")
+    with app.app_context(), db.connection_context():
+        for pattern in Pattern.select().where(Pattern.id.in_([p["id"] for p in patterns])):
+            issues = Issue.select().where(Issue.pattern == pattern.id)
+            assert pattern.linked_by_severity == {name: issues.where(Issue.severity == name).count()
+                                                  for name in pattern.linked_by_severity}
