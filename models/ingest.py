@@ -8,7 +8,7 @@ import operator
 import peewee as pw
 
 from . import detection, events
-from .base import db, for_update, utcnow
+from .base import db, for_update, insert_rows, utcnow
 from .issues import SEVERITY_RISK, Issue
 from .patterns import Pattern
 from .search import is_postgres
@@ -176,8 +176,7 @@ def _new_row(workspace_id, record, fields, pattern_id, now):
 def _insert(rows):
     """Insert new issues in bulk; a row whose (source, external_id) a concurrent delivery
     stored first is skipped. Returns the ids actually inserted."""
-    for start in range(0, len(rows), 100):
-        Issue.insert_many(rows[start:start + 100]).on_conflict_ignore().execute()
+    insert_rows(Issue, rows, ignore_conflicts=True)
     ids = [row["id"] for row in rows]
     return {issue_id for (issue_id,) in Issue.select(Issue.id).where(Issue.id.in_(ids)).tuples()}
 
