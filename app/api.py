@@ -126,6 +126,10 @@ class Blueprint(flask_smorest.Blueprint):
         super().__init__(*args, **kwargs)
         self._protector = protector
 
+    def arguments(self, schema, *args, **kwargs):
+        # An instance, built once: given the class, webargs builds (and deep-copies) one per request.
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
+
     def auth_required(self, scope=None):
         """Require a bearer token (with `scope`, if given); documents the security and 401/403/503."""
 

@@ -31,7 +31,12 @@ CLAIMS = jwt.JWTClaimsRegistry(
 
 
 def _signing_key():
-    return OctKey.import_key(current_app.config["JWT_SECRET"])
+    return _key(current_app.config["JWT_SECRET"])
+
+
+@functools.lru_cache(maxsize=4)
+def _key(secret):
+    return OctKey.import_key(secret)
 
 
 def grant_tokens(session):

@@ -7,20 +7,21 @@ import time
 import marshmallow as ma
 from flask import current_app, request
 from itsdangerous import BadData, URLSafeSerializer
-from peewee import SQL
 
 from models import db
+from models.events import last_seq
 from models.search import first_rows, is_postgres
 
+from .auth import current_principal
 from .errors import ApiError
+from .rendering import json_row
 
 MALFORMED = "malformed cursor token"
 EXACT_TOTAL_LIMIT = 10_000
 PAGE_ARGS = ("limit", "cursor")
-# SQLite, above EXACT_TOTAL_LIMIT: a count this process made at most this long ago stands.
+# A count this process made at most this long ago may stand (count_matches()).
 RECENT_COUNT_TTL_S = 30
 RECENT_COUNTS_KEPT = 1_000
-_recent_counts = {}  # (sql, params) -> (count, time.monotonic() when counted)
 
 
 class PageArgsSchema(ma.Schema):
@@ -96,36 +97,33 @@ def _after(field, id_field, descending, value, last_id):
     return at_or_before & (before(field, value) | before(id_field, last_id))
 
 
-def count_matches(query):
+def count_matches(query, key, workspace_id):
     """Exact up to EXACT_TOTAL_LIMIT; beyond it, the database's cheapest honest answer.
 
-    PostgreSQL: the planner's row estimate. SQLite has none worth the name, and an exact count
-    of a million rows takes tens of milliseconds (hundreds behind a word search): the exact
-    count this process made within RECENT_COUNT_TTL_S stands. A recent count well above the
-    limit is not even rechecked against it (it cannot fall below in that time but through
-    thousands of writes); one near the limit is.
+    A count this process made for the same query (`key`) stands while nothing was written to
+    the workspace since (its event sequence has not moved) and it is under RECENT_COUNT_TTL_S
+    old: that bounds what writes outside the API (the CLI) can leave unseen. After writes, a
+    recent count well above the limit stands as the estimate (it cannot fall below the limit
+    in that time but through thousands of writes); anything else is counted again.
+
+    Counting: up to the limit, exactly. Above it, PostgreSQL's planner estimate; SQLite has none
+    worth the name, so an exact count (tens of milliseconds over a million rows).
     """
     query = query.order_by()
-    if is_postgres():
-        capped = query.limit(EXACT_TOTAL_LIMIT + 1).count()
-        return capped if capped <= EXACT_TOTAL_LIMIT else max(capped, _planner_estimate(query))
-    sql, params = query.select(SQL("1")).sql()  # what is counted; the columns do not matter
-    key = (sql, tuple(params))
-    now = time.monotonic()
-    recent, counted_at = _recent_counts.get(key, (None, 0.0))
-    if recent is not None and now - counted_at > RECENT_COUNT_TTL_S:
-        recent = None
-    if recent is not None and recent > 2 * EXACT_TOTAL_LIMIT:
-        return recent
-    capped = query.limit(EXACT_TOTAL_LIMIT + 1).count()
-    if capped <= EXACT_TOTAL_LIMIT:
-        return capped
-    if recent is None:
-        recent = query.count()
-        if len(_recent_counts) >= RECENT_COUNTS_KEPT:
-            _recent_counts.clear()
-        _recent_counts[key] = (recent, now)
-    return recent
+    # (workspace, cursor binding) -> (count, the workspace's last_seq, monotonic time)
+    recent_counts = current_app.extensions.setdefault("causeloop.recent_counts", {})
+    version, now = last_seq(workspace_id), time.monotonic()
+    recent, counted_version, counted_at = recent_counts.get(key, (None, None, 0.0))
+    if recent is not None and now - counted_at <= RECENT_COUNT_TTL_S:
+        if counted_version == version or recent > 2 * EXACT_TOTAL_LIMIT:
+            return recent
+    count = query.limit(EXACT_TOTAL_LIMIT + 1).count()
+    if count > EXACT_TOTAL_LIMIT:
+        count = max(count, _planner_estimate(query)) if is_postgres() else query.count()
+    if len(recent_counts) >= RECENT_COUNTS_KEPT:
+        recent_counts.clear()
+    recent_counts[key] = (count, version, now)
+    return count
 
 
 def _planner_estimate(query):
@@ -136,19 +134,23 @@ def _planner_estimate(query):
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def paginate(query, args, *, sorts, id_field):
-    """One page of `query` as `{"data": rows, "page": {...}}`, ordered by args["sort"] then id.
+def paginate(query, args, *, sorts, id_field, item_schema):
+    """One page of `query` as the response `{"data": rows, "page": {...}}`, ordered by
+    args["sort"] then id, its rows rendered as the `item_schema` class dumps them (by the
+    database: app/rendering.py).
 
     `sorts` maps the public sort names to model fields; args["sort"] was validated by
     `sort_field()` in the query schema.
     """
+    workspace_id = current_principal().workspace_id
     descending = args["sort"].startswith("-")
     sort_field = sorts[args["sort"].lstrip("-")]
     binding = _binding(args)
     limit = args["limit"]
     direction = "desc" if descending else "asc"
-    ordered = query.order_by(getattr(sort_field, direction)(nulls="LAST" if sort_field.null else None),
-                             getattr(id_field, direction)())
+    ordered = (query.select(json_row(item_schema, query.model), sort_field, id_field)
+               .order_by(getattr(sort_field, direction)(nulls="LAST" if sort_field.null else None),
+                         getattr(id_field, direction)()))
     if args.get("cursor"):
         value, last_id = _read_cursor(args["cursor"], binding)
         ordered = ordered.where(_after(sort_field, id_field, descending, value, last_id))
@@ -157,11 +159,12 @@ def paginate(query, args, *, sorts, id_field):
     rows = rows[:limit]
     next_cursor = None
     if has_more:
-        last = rows[-1]
-        next_cursor = _serializer().dumps(
-            [binding, _encode_value(getattr(last, sort_field.name)), getattr(last, id_field.name)])
-    return {"data": rows,
-            "page": {"next_cursor": next_cursor, "has_more": has_more, "total": count_matches(query)}}
+        _, last_value, last_id = rows[-1]
+        next_cursor = _serializer().dumps([binding, _encode_value(sort_field.python_value(last_value)), last_id])
+    page = {"next_cursor": next_cursor, "has_more": has_more,
+            "total": count_matches(query, (workspace_id, binding), workspace_id)}
+    body = '{"data":[%s],"page":%s}' % (",".join(row for row, _, _ in rows), current_app.json.dumps(page))
+    return current_app.response_class(body, mimetype="application/json")
 
 
 def sort_field(sorts, default):

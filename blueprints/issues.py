@@ -135,7 +135,7 @@ class Issues(MethodView):
     def get(self, args):
         """List issues, newest first, with filters and a keyset cursor."""
         query = Issue.search(current_principal().workspace_id, args)
-        return paginate(query, args, sorts=Issue.SORTS, id_field=Issue.id)
+        return paginate(query, args, sorts=Issue.SORTS, id_field=Issue.id, item_schema=IssueSchema)
 
     @blp.auth_required("issues:write")
     @blp.idempotent

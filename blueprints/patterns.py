@@ -7,7 +7,7 @@ from app.api import Blueprint, CommaList, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
-from blueprints.issues import FingerprintSchema, IssueListSchema, IssueQuerySchema
+from blueprints.issues import FingerprintSchema, IssueListSchema, IssueQuerySchema, IssueSchema
 from models import PATTERN_STATUSES, Issue, Pattern
 
 blp = Blueprint("patterns", __name__, url_prefix="/v1", protector=protector,
@@ -73,7 +73,7 @@ class Patterns(MethodView):
     def get(self, args):
         """List patterns, riskiest first."""
         query = Pattern.search(current_principal().workspace_id, args)
-        return paginate(query, args, sorts=Pattern.SORTS, id_field=Pattern.id)
+        return paginate(query, args, sorts=Pattern.SORTS, id_field=Pattern.id, item_schema=PatternSchema)
 
     @blp.auth_required("patterns:write")
     @blp.idempotent
@@ -113,4 +113,4 @@ def pattern_issues(args, pattern_id):
     workspace_id = current_principal().workspace_id
     Pattern.get_in_workspace(pattern_id, workspace_id)
     query = Issue.search(workspace_id, {**args, "pattern_id": [pattern_id]})
-    return paginate(query, args, sorts=Issue.SORTS, id_field=Issue.id)
+    return paginate(query, args, sorts=Issue.SORTS, id_field=Issue.id, item_schema=IssueSchema)

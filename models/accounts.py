@@ -5,7 +5,7 @@ import secrets
 
 import peewee as pw
 
-from .base import BaseModel, db, utcnow
+from .base import BaseModel, db, prepared, utcnow
 
 ROLE_SCOPES = {
     "read_only": ("issues:read", "patterns:read"),
@@ -148,11 +148,11 @@ class AuthSession(BaseModel):
     @classmethod
     def live_scopes(cls, session_id):
         """The scopes the session's member holds now, or None once revoked or no longer a member."""
-        row = (cls.select(Membership.role)
-               .join(Membership, on=((Membership.user == cls.user)
-                                     & (Membership.workspace == cls.workspace)))
-               .where((cls.id == session_id) & cls.revoked_at.is_null())
-               .tuples().first())
+        row = next(iter(prepared("AuthSession.live_scopes", lambda session_id: (
+            cls.select(Membership.role)
+            .join(Membership, on=((Membership.user == cls.user) & (Membership.workspace == cls.workspace)))
+            .where((cls.id == session_id) & cls.revoked_at.is_null())
+            .limit(1)), session_id=session_id).tuples()), None)
         return ROLE_SCOPES.get(row[0]) if row else None
 
     def revoke(self):

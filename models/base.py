@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 import peewee as pw
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 from ulid import ULID
 
 db = pw.DatabaseProxy()
@@ -24,7 +24,9 @@ def make_database(url, pool_size=10):
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         path = url[len("sqlite:///"):] or "causeloop.db"
-        return pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        # Pooled: opening a connection and setting its pragmas costs more than a typical query.
+        return PooledSqliteDatabase(path, max_connections=pool_size, timeout=10, pragmas=SQLITE_PRAGMAS,
+                                    check_same_thread=False)
     if scheme in ("postgres", "postgresql"):
         params = parse_db_url("postgresql" + url[len(scheme):])
         params.setdefault("connect_timeout", 5)
@@ -44,6 +46,26 @@ def release_connections():
     master: a forked worker must never inherit (and share) an open connection."""
     if isinstance(db.obj, PooledDatabase):
         db.obj.close_idle()
+
+
+_prepared = {}  # (name, database class) -> (model, sql, params: a marker names a value)
+
+
+def prepared(name, build, **values):
+    """The model query `build(**values)` makes, compiled to SQL once per kind of database.
+
+    For the queries nearly every request makes: building and compiling a peewee query costs
+    several times what running it does. `build` is compiled once with markers in place of the
+    values, which must be strings that the fields store as given (ids, not choices).
+    """
+    key = (name, type(db.obj))
+    if key not in _prepared:
+        query = build(**{field: f"\0{field}\0" for field in values})
+        _prepared[key] = (query.model, *query.sql())
+    model, sql, params = _prepared[key]
+    markers = {f"\0{field}\0": value for field, value in values.items()}
+    return model.raw(sql, *(markers.get(param, param) if isinstance(param, str) else param
+                            for param in params))
 
 
 def utcnow():
@@ -112,8 +134,13 @@ class WorkspaceScoped:
     @classmethod
     def get_in_workspace(cls, object_id, workspace_id, lock=False):
         """The object, or NotFound; with `lock`, its row stays locked until commit."""
-        query = cls.in_workspace(workspace_id).where(cls.id == object_id)
-        found = (for_update(query) if lock else query).first()
+
+        def build(object_id, workspace_id):
+            query = cls.in_workspace(workspace_id).where(cls.id == object_id).limit(1)
+            return for_update(query) if lock else query
+
+        found = next(iter(prepared(f"{cls.__name__}.get_in_workspace{'.locked' if lock else ''}", build,
+                                   object_id=object_id, workspace_id=workspace_id)), None)
         if found is None:
             raise NotFound(cls.KIND, object_id)
         return found

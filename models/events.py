@@ -7,7 +7,7 @@ import threading
 import peewee as pw
 
 from .accounts import Workspace
-from .base import BaseModel, db, insert_rows
+from .base import BaseModel, db, insert_rows, prepared
 from .search import is_postgres
 
 # type(model instance) -> callable(instance) -> JSON-ready dict. The app registers the same
@@ -42,6 +42,15 @@ class EventCounter(BaseModel):
 
     workspace = pw.ForeignKeyField(Workspace, primary_key=True, on_delete="CASCADE")
     last_seq = pw.BigIntegerField(default=0)
+
+
+def last_seq(workspace_id):
+    """The workspace's last event number: it moves with every committed write to its issues
+    and patterns, so a result computed at one number still holds while it stands."""
+    row = next(iter(prepared("EventCounter.last_seq", lambda workspace_id: (
+        EventCounter.select(EventCounter.last_seq).where(EventCounter.workspace == workspace_id)),
+        workspace_id=workspace_id).tuples()), None)
+    return row[0] if row else 0
 
 
 def _serialize(value):

@@ -59,7 +59,7 @@ class Issue(WorkspaceScoped, BaseModel):
 
     @property
     def fingerprint(self):
-        if self.fingerprint_domain is None:
+        if self.fingerprint_domain is None and self.fingerprint_root_cause is None:
             return None
         return {"domain": self.fingerprint_domain, "root_cause": self.fingerprint_root_cause}
 

@@ -77,9 +77,14 @@ MAX_SPREAD = 32
 FEW_MATCHES = 20_000
 
 
+def _fetch(query):
+    """The rows as the driver returns them: converting every value costs more than the query."""
+    return db.execute(query).fetchall()
+
+
 def first_rows(query, count, sort_field, descending):
     """The first `count` rows of `query`, ordered by `sort_field` then id, which may hold a
-    word search (matches()).
+    word search (matches()); as tuples of the values the driver returns (no field conversions).
 
     On SQLite, `rowid IN (matches)` is evaluated in full before the sort index is walked:
     hundreds of thousands of rowids for a common word, to show 25 rows. But a list sorted by
@@ -90,7 +95,7 @@ def first_rows(query, count, sort_field, descending):
     """
     match = None if is_postgres() or sort_field.null else _word_match(query._where)
     if match is None:
-        return list(query.limit(count))
+        return _fetch(query.limit(count))
     for window in HEAD_WINDOWS:
         match.ignored = True
         try:
@@ -113,7 +118,7 @@ def first_rows(query, count, sort_field, descending):
             narrowed = query.where((sort_field > last) if descending else (sort_field < last))
         match.rowids = (low, high)
         try:
-            rows = list(narrowed.limit(count))
+            rows = _fetch(narrowed.limit(count))
         finally:
             match.rowids = None
         if len(rows) == count or rows_in_head < window:
@@ -123,4 +128,4 @@ def first_rows(query, count, sort_field, descending):
         first, *rest = query._order_by
         query = query.order_by(pw.Ordering(pw.NodeList((pw.SQL("+"), first.node), glue=""),
                                            first.direction), *rest)
-    return list(query.limit(count))
+    return _fetch(query.limit(count))

@@ -42,14 +42,33 @@ def test_a_total_above_10000_is_counted_or_estimated(generate, client):
         assert total(client, headers) == 10_050
 
 
-@pytest.mark.skipif(ON_POSTGRES, reason="PostgreSQL estimates from the planner instead")
-def test_a_recent_count_above_10000_stands_until_it_expires(generate, client, monkeypatch):
-    headers = generate(10_050)
-    assert total(client, headers) == 10_050
-    assert client.post("/v1/issues", headers=headers, json={"title": "One more"}).status_code == 201
-    assert total(client, headers) == 10_050
+def insert_behind_the_api(app, title):
+    """A row written outside the API (as the CLI does): no event moves the workspace's sequence."""
+    with app.app_context(), db.connection_context():
+        Issue.create(id=Issue.next_id(), workspace=WORKSPACE, title=title)
+
+
+def test_a_count_stands_until_the_workspace_changes_or_it_expires(app, generate, client, monkeypatch):
+    headers = generate(300)
+    assert total(client, headers) == 300
+    insert_behind_the_api(app, "Unseen")
+    assert total(client, headers) == 300  # counted at this sequence number: it stands
+    assert client.post("/v1/issues", headers=headers, json={"title": "Seen"}).status_code == 201
+    assert total(client, headers) == 302  # a write moved the sequence: counted again
+    insert_behind_the_api(app, "Unseen until the count expires")
+    assert total(client, headers) == 302
     monkeypatch.setattr(pagination, "RECENT_COUNT_TTL_S", -1)
-    assert total(client, headers) == 10_051
+    assert total(client, headers) == 303
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="PostgreSQL estimates from the planner instead")
+def test_a_count_far_above_10000_stands_as_the_estimate_after_writes(generate, client, monkeypatch):
+    headers = generate(20_050)
+    assert total(client, headers) == 20_050
+    assert client.post("/v1/issues", headers=headers, json={"title": "One more"}).status_code == 201
+    assert total(client, headers) == 20_050
+    monkeypatch.setattr(pagination, "RECENT_COUNT_TTL_S", -1)
+    assert total(client, headers) == 20_051
 
 
 def test_a_total_up_to_10000_is_always_exact(generate, client):
