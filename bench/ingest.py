@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 
 import requests
@@ -38,21 +39,33 @@ def batches(total, run_id):
                for n in range(start, min(total, start + BATCH))]
 
 
+def worker_cpu_seconds(master_pid):
+    """CPU seconds each gunicorn worker has used so far (Linux /proc; empty elsewhere)."""
+    try:
+        workers = open(f"/proc/{master_pid}/task/{master_pid}/children").read().split()
+        ticks = [sum(map(int, open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])) for pid in workers]
+    except OSError:
+        return []
+    return sorted((tick / os.sysconf("SC_CLK_TCK") for tick in ticks), reverse=True)
+
+
 def measure(database_url, args, label):
     env = {"DATABASE_URL": database_url, "USE_MOCK": "1", "RATE_LIMIT": "1000000/minute",
            "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": str(args.workers)}
     with web(env) as (server, base):
         token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
-        session = requests.Session()
+        sessions = threading.local()  # each client its own connection, as separate clients have
         latencies, accepted = [], 0
 
         retries = []
 
         def send(records):
             started = time.perf_counter()
+            if not hasattr(sessions, "session"):
+                sessions.session = requests.Session()
             for _ in range(5):
-                response = session.post(base + "/v1/ingest/batch", headers=headers, json={"records": records},
+                response = sessions.session.post(base + "/v1/ingest/batch", headers=headers, json={"records": records},
                                         timeout=120)
                 if response.status_code != 503:  # a lock wait that ran out: retry, as a client would
                     break
@@ -67,6 +80,7 @@ def measure(database_url, args, label):
                 latencies.append(ms)
                 accepted += count
         elapsed = time.perf_counter() - started
+        busy = worker_cpu_seconds(server.pid)
         stats = requests.get(base + "/v1/patterns?limit=100", headers=headers, timeout=30).json()["page"]["total"]
         server.log.seek(0)
         reasons = collections.Counter(line.split("database unavailable: ", 1)[1].strip()
@@ -75,6 +89,8 @@ def measure(database_url, args, label):
     print(f"{label:10} {accepted:8d} records in {elapsed:6.1f} s = {accepted / elapsed:7.0f} records/s; "
           f"batch p50 {percentile(latencies, 50):6.0f} ms, p99 {percentile(latencies, 99):6.0f} ms; "
           f"{stats} patterns; {len(retries)} batches retried after a 503")
+    if busy:  # a worker that accepted both clients' keep-alive connections serves both alone
+        print(f"{'':10} CPU seconds per gunicorn worker: {', '.join(f'{s:.0f}' for s in busy)}")
     for reason, count in reasons.most_common():  # why the server answered 503
         print(f"{'':10} 503 x{count}: {reason[:300]}")
 
