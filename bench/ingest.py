@@ -3,6 +3,7 @@ PostgreSQL, each served by the Procfile's gunicorn. Records are the evaluation s
 reports, cycled with unique external ids, so detection does its real work on every record.
 
     .venv/bin/python bench/ingest.py [--records 100000] [--clients 2] [--databases sqlite,postgres]
+                                     [--fresh-connections]
 
 Prints records/s and per-batch latency p50/p99 per database. Needs the `bench` extra.
 """
@@ -55,6 +56,8 @@ def measure(database_url, args, label):
     with web(env) as (server, base):
         token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
+        if args.fresh_connections:  # each batch races for a worker, as many short-lived clients do
+            headers["Connection"] = "close"
         sessions = threading.local()  # each client its own connection, as separate clients have
         latencies, accepted = [], 0
 
@@ -101,6 +104,8 @@ def main():
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
     parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument("--fresh-connections", action="store_true",
+                        help="a new connection for every batch (default: each client keeps one alive)")
     args = parser.parse_args()
     print(f"ingest: {args.records} records, batches of {BATCH}, {args.clients} concurrent clients, "
           f"{args.workers} gunicorn workers")
