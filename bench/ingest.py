@@ -3,15 +3,18 @@ PostgreSQL, each served by the Procfile's gunicorn. Records are the evaluation s
 reports, cycled with unique external ids, so detection does its real work on every record.
 
     .venv/bin/python bench/ingest.py [--records 100000] [--clients 2] [--databases sqlite,postgres]
+                                     [--keep-alive]
 
 Prints records/s and per-batch latency p50/p99 per database. Needs the `bench` extra.
 """
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 
 import requests
@@ -37,21 +40,35 @@ def batches(total, run_id):
                for n in range(start, min(total, start + BATCH))]
 
 
+def worker_cpu_seconds(master_pid):
+    """CPU seconds each gunicorn worker has used so far (Linux /proc; empty elsewhere)."""
+    try:
+        workers = open(f"/proc/{master_pid}/task/{master_pid}/children").read().split()
+        ticks = [sum(map(int, open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])) for pid in workers]
+    except OSError:
+        return []
+    return sorted((tick / os.sysconf("SC_CLK_TCK") for tick in ticks), reverse=True)
+
+
 def measure(database_url, args, label):
     env = {"DATABASE_URL": database_url, "USE_MOCK": "1", "RATE_LIMIT": "1000000/minute",
            "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": str(args.workers)}
-    with web(env) as (_, base):
+    with web(env) as (server, base):
         token = requests.post(base + "/v1/auth/exchange", json={"subject_token": "bench"}, timeout=10).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
-        session = requests.Session()
+        if not args.keep_alive:  # each batch races for a worker, as many short-lived senders do
+            headers["Connection"] = "close"
+        sessions = threading.local()  # each client its own connection, as separate clients have
         latencies, accepted = [], 0
 
         retries = []
 
         def send(records):
             started = time.perf_counter()
+            if not hasattr(sessions, "session"):
+                sessions.session = requests.Session()
             for _ in range(5):
-                response = session.post(base + "/v1/ingest/batch", headers=headers, json={"records": records},
+                response = sessions.session.post(base + "/v1/ingest/batch", headers=headers, json={"records": records},
                                         timeout=120)
                 if response.status_code != 503:  # a lock wait that ran out: retry, as a client would
                     break
@@ -66,10 +83,19 @@ def measure(database_url, args, label):
                 latencies.append(ms)
                 accepted += count
         elapsed = time.perf_counter() - started
+        busy = worker_cpu_seconds(server.pid)
         stats = requests.get(base + "/v1/patterns?limit=100", headers=headers, timeout=30).json()["page"]["total"]
+        server.log.seek(0)
+        reasons = collections.Counter(line.split("database unavailable: ", 1)[1].strip()
+                                      for line in server.log.read().decode(errors="replace").splitlines()
+                                      if "database unavailable: " in line)
     print(f"{label:10} {accepted:8d} records in {elapsed:6.1f} s = {accepted / elapsed:7.0f} records/s; "
           f"batch p50 {percentile(latencies, 50):6.0f} ms, p99 {percentile(latencies, 99):6.0f} ms; "
           f"{stats} patterns; {len(retries)} batches retried after a 503")
+    if busy:  # a worker that accepted both clients' keep-alive connections serves both alone
+        print(f"{'':10} CPU seconds per gunicorn worker: {', '.join(f'{s:.0f}' for s in busy)}")
+    for reason, count in reasons.most_common():  # why the server answered 503
+        print(f"{'':10} 503 x{count}: {reason[:300]}")
 
 
 def main():
@@ -78,6 +104,8 @@ def main():
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
     parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="each client keeps one connection alive (default: a new connection per batch)")
     args = parser.parse_args()
     print(f"ingest: {args.records} records, batches of {BATCH}, {args.clients} concurrent clients, "
           f"{args.workers} gunicorn workers")

@@ -31,7 +31,7 @@ class RootCause:
     domain: str
     root_cause: str
     name: str
-    signals: tuple  # ((compiled regex, source text, weight, gate), ...)
+    signals: tuple  # ((alternatives, source text, weight, gate), ...); see _compile
     against: tuple = ()  # counter-evidence, same shape; weights are subtracted
 
 
@@ -99,13 +99,40 @@ def _gate(signal):
     return gate if gate and all(gate) else None
 
 
+def _alternatives(signal):
+    """The top-level alternatives of a regex source (`a|b(c|d)` -> `a`, `b(c|d)`): a text
+    matches the whole iff it matches one of them. [signal] where splitting could change a
+    meaning: global inline flags, backreferences and conditionals number or span groups."""
+    if re.search(r"^\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?\(", signal):
+        return [signal]
+    parts, depth, start, index, in_class = [], 0, 0, 0, False
+    while index < len(signal):
+        char = signal[index]
+        if char == "\\":
+            index += 1  # the escaped character is a literal
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            index += signal[index + 1:index + 2] == "^"
+            index += signal[index + 1:index + 2] == "]"  # a leading ] is a member, not the end
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+        elif char == "|" and depth == 0:
+            parts.append(signal[start:index])
+            start = index + 1
+        index += 1
+    return parts + [signal[start:]]
+
+
 @functools.lru_cache(maxsize=4)
 def _literals(path=VOCABULARY_PATH):
     """Every pre-filter literal of the vocabulary, indexed by its first three characters:
     (literals shorter than that, {first three characters: literals})."""
     causes, _, _ = vocabulary(path)
-    literals = sorted({literal for cause in causes for *_, gate in cause.signals + cause.against
-                       if gate for literal in gate})
+    literals = sorted({literal for cause in causes for alternatives, *_, gate in cause.signals + cause.against
+                       for literal_set in (gate, *(g for _, g in alternatives)) if literal_set
+                       for literal in literal_set})
     by_prefix = {}
     for literal in literals:
         if len(literal) >= 3:
@@ -125,7 +152,10 @@ def _present(folded, literals):
 
 
 def _compile(signals):
-    return tuple((re.compile(signal, re.IGNORECASE), signal, float(weight), _gate(signal))
+    """Each signal with its pre-filter, and its alternatives each compiled with their own: most
+    signals list many phrasings, and a text rarely holds the literals of more than a few."""
+    return tuple((tuple((re.compile(part, re.IGNORECASE), _gate(part)) for part in _alternatives(signal)),
+                  signal, float(weight), _gate(signal))
                  for signal, weight in signals.items())
 
 
@@ -140,24 +170,31 @@ def vocabulary(path=VOCABULARY_PATH):
     return causes, float(data["min_score"]), float(data["min_margin"])
 
 
+def _found(text, present, alternatives):
+    """Whether one of the alternatives matches `text` (`present`: its pre-filter literals)."""
+    return any((gate is None or not gate.isdisjoint(present)) and regex.search(text)
+               for regex, gate in alternatives)
+
+
 def _evidence(title, body, present, signals):
-    """Weighted sum of the distinct signals found (title hits count TITLE_WEIGHT x) and which fired."""
+    """Weighted sum of the distinct signals found (title hits count TITLE_WEIGHT x) and which fired.
+    `present` is the pre-filter literals of (title, body): a match lies in one of them."""
     score, fired = 0.0, []
-    for regex, source, weight, gate in signals:
-        if gate is not None and gate.isdisjoint(present):
+    in_title, in_body = present
+    for alternatives, source, weight, gate in signals:
+        if gate is not None and gate.isdisjoint(in_title) and gate.isdisjoint(in_body):
             continue
-        if regex.search(title):
+        if _found(title, in_title, alternatives):
             score += weight * TITLE_WEIGHT
             fired.append(source)
-        elif regex.search(body):
+        elif _found(body, in_body, alternatives):
             score += weight
             fired.append(source)
     return score, fired
 
 
 def _scores(title, body, causes, literals):
-    folded = f"{title}\n{body}".casefold()
-    present = _present(folded, literals)
+    present = (_present(title.casefold(), literals), _present(body.casefold(), literals))
     for cause in causes:
         score, matched = _evidence(title, body, present, cause.signals)
         if not score:

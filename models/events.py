@@ -7,7 +7,7 @@ import threading
 import peewee as pw
 
 from .accounts import Workspace
-from .base import BaseModel, db, prepared_rows
+from .base import BaseModel, db, insert_rows, prepared_rows
 from .search import is_postgres
 
 # type(model instance) -> callable(instance) -> JSON-ready dict. The app registers the same
@@ -96,10 +96,8 @@ def _store(pending):
         stored.append(Event(workspace=workspace_id, seq=next_seq[workspace_id], type=event_type,
                             payload=payload, created_at=now))
         next_seq[workspace_id] += 1
-    rows = [{"workspace": e.workspace_id, "seq": e.seq, "type": e.type, "payload": e.payload,
-             "created_at": e.created_at} for e in stored]
-    for start in range(0, len(rows), 200):
-        Event.insert_many(rows[start:start + 200]).execute()
+    insert_rows(Event, [{"workspace": e.workspace_id, "seq": e.seq, "type": e.type, "payload": e.payload,
+                         "created_at": e.created_at} for e in stored])
     return stored
 
 

@@ -1,12 +1,14 @@
 """Ingestion: records from other systems become issues — deduplicated by (source, external_id),
 fingerprinted (their own fingerprint, or one inferred from their text) and grouped into the
 workspace's pattern for that fingerprint, created once a fingerprint recurs."""
+import functools
 import hashlib
+import operator
 
 import peewee as pw
 
 from . import detection, events
-from .base import db, utcnow
+from .base import db, for_update, insert_rows, utcnow
 from .issues import SEVERITY_RISK, Issue
 from .patterns import Pattern
 from .search import is_postgres
@@ -36,12 +38,19 @@ def _fields(record):
 
 def _existing(workspace_id, records):
     """The issues earlier deliveries created, by (source, external_id), in one query."""
-    wanted = {(r["source"], r["external_id"]) for r in records if r.get("external_id") is not None}
-    if not wanted:
+    by_source = {}
+    for record in records:
+        if record.get("external_id") is not None:
+            by_source.setdefault(record["source"], set()).add(record["external_id"])
+    if not by_source:
         return {}
-    rows = Issue.in_workspace(workspace_id).where(Issue.external_id.in_(sorted({e for _, e in wanted})))
-    return {(issue.source, issue.external_id): issue for issue in rows
-            if (issue.source, issue.external_id) in wanted}
+    # One term per source, each naming the whole key of the unique index (workspace, source,
+    # external_id): with the workspace outside the OR, SQLite scans the workspace's issues.
+    wanted = functools.reduce(operator.or_, [
+        (Issue.workspace == workspace_id) & (Issue.source == source) & Issue.external_id.in_(sorted(ids))
+        for source, ids in sorted(by_source.items())])
+    return {(issue.source, issue.external_id): issue
+            for issue in for_update(Issue.select().where(wanted).order_by(Issue.id))}
 
 
 def _refresh(issue, fields, now):
@@ -62,37 +71,74 @@ def _refresh(issue, fields, now):
     return changed
 
 
-def _lock_fingerprint(workspace_id, key):
-    """Serialize pattern creation for one fingerprint (SQLite writers are serial already)."""
-    if is_postgres():
-        digest = hashlib.sha256(f"{workspace_id}/{key[0]}/{key[1]}".encode()).digest()
-        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),))
+def _lock_fingerprints(workspace_id, keys):
+    """Serialize pattern creation per fingerprint (SQLite writers are serial already). All of
+    a batch's are taken at once, in one order, so two batches never wait on each other in turn."""
+    if is_postgres() and keys:
+        locks = sorted(int.from_bytes(hashlib.sha256(f"{workspace_id}/{domain}/{root_cause}".encode())
+                                      .digest()[:8], "big", signed=True) for domain, root_cause in keys)
+        db.execute_sql("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key ORDER BY key",
+                       (locks,))
+
+
+def _patterns(workspace_id, keys):
+    """The workspace's pattern id for each fingerprint key (domain, root cause), or None: the
+    oldest, should there be several."""
+    found = dict.fromkeys(keys)
+    if not found:
+        return found
+    wanted = functools.reduce(operator.or_, [  # each term a key of the fingerprint index, as in _existing
+        (Pattern.workspace == workspace_id) & (Pattern.fingerprint_domain == domain)
+        & (Pattern.fingerprint_root_cause == root_cause) for domain, root_cause in sorted(found)])
+    query = (Pattern.select(Pattern.id, Pattern.fingerprint_domain, Pattern.fingerprint_root_cause)
+             .where(wanted).order_by(Pattern.created_at.desc(), Pattern.id.desc()))
+    for pattern in query:
+        found[(pattern.fingerprint_domain, pattern.fingerprint_root_cause)] = pattern.id
+    return found
 
 
 class _Grouper:
-    """Finds (or, on recurrence, creates) the pattern of each fingerprint, once per batch."""
+    """Finds (or, on recurrence, creates) the pattern of each fingerprint, once per batch, and
+    keeps each issue the batch touches as one object with its link before the batch."""
 
-    def __init__(self, workspace_id, now):
+    def __init__(self, workspace_id, now, keys):
         self.workspace_id, self.now = workspace_id, now
-        self.patterns, self.created, self.touched = {}, set(), set()
+        self.created = set()
+        self.issues = {}  # id -> (link before this batch, the Issue as the batch leaves it)
+        self.patterns = _patterns(workspace_id, keys)
+        # Only a fingerprint with no pattern yet is locked: batches joining existing patterns
+        # (the usual case) do not wait on each other.
+        self._lock([key for key, pattern_id in self.patterns.items() if pattern_id is None])
+
+    def _lock(self, keys):
+        if keys and is_postgres():
+            _lock_fingerprints(self.workspace_id, keys)
+            self.patterns.update(_patterns(self.workspace_id, keys))  # one created while we waited
+
+    def track(self, issue, new=False):
+        """The batch's object for this issue (the one already tracked, if any)."""
+        if issue.id not in self.issues:
+            self.issues[issue.id] = ((None, None) if new else issue.link, issue)
+        return self.issues[issue.id][1]
+
+    def moves(self):
+        """(link before, link after) of every issue the batch touched, for links_changed."""
+        return [(before, issue.link) for before, issue in self.issues.values()]
 
     def pattern_id(self, key):
         """The pattern for a fingerprint key (domain, root cause), if there is one yet."""
-        if key not in self.patterns:
-            _lock_fingerprint(self.workspace_id, key)
-            pattern = (Pattern.in_workspace(self.workspace_id)
-                       .where((Pattern.fingerprint_domain == key[0]) & (Pattern.fingerprint_root_cause == key[1]))
-                       .order_by(Pattern.created_at, Pattern.id).first())
-            self.patterns[key] = pattern and pattern.id
+        if key not in self.patterns:  # not one of the batch's keys, so not looked up yet
+            self.patterns.update(_patterns(self.workspace_id, [key]))
+            if self.patterns[key] is None:
+                self._lock([key])
         return self.patterns[key]
 
     def _link(self, issue, pattern_id):
         if issue.pattern_id == pattern_id:
             return
-        self.touched |= {issue.pattern_id, pattern_id}
         issue.pattern = pattern_id
         issue.updated_at = self.now
-        issue.save()
+        issue.save(only=[Issue.pattern, Issue.updated_at])
         events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
 
     def place(self, issue):
@@ -102,9 +148,9 @@ class _Grouper:
         key = (issue.fingerprint_domain, issue.fingerprint_root_cause)
         pattern_id = self.pattern_id(key)
         if pattern_id is None:
-            siblings = list(Issue.in_workspace(self.workspace_id).where(
+            siblings = [self.track(sibling) for sibling in for_update(Issue.in_workspace(self.workspace_id).where(
                 (Issue.fingerprint_domain == key[0]) & (Issue.fingerprint_root_cause == key[1])
-                & Issue.pattern.is_null() & (Issue.id != issue.id)).order_by(Issue.created_at))
+                & Issue.pattern.is_null() & (Issue.id != issue.id)).order_by(Issue.created_at, Issue.id))]
             if len(siblings) + 1 < RECURRENCE_FOR_PATTERN:
                 return
             pattern_id = Pattern.create(
@@ -130,8 +176,7 @@ def _new_row(workspace_id, record, fields, pattern_id, now):
 def _insert(rows):
     """Insert new issues in bulk; a row whose (source, external_id) a concurrent delivery
     stored first is skipped. Returns the ids actually inserted."""
-    for start in range(0, len(rows), 100):
-        Issue.insert_many(rows[start:start + 100]).on_conflict_ignore().execute()
+    insert_rows(Issue, rows, ignore_conflicts=True)
     ids = [row["id"] for row in rows]
     return {issue_id for (issue_id,) in Issue.select(Issue.id).where(Issue.id.in_(ids)).tuples()}
 
@@ -141,9 +186,11 @@ def ingest(workspace_id, records):
     now = utcnow()
     # Detection is CPU work: done before the transaction, so no lock waits on it.
     prepared = [(record, _fields(record)) for record in records]
+    keys = {(fields["fingerprint_domain"], fields["fingerprint_root_cause"])
+            for _, fields in prepared if fields["fingerprint_domain"]}
     with events.transaction():
-        known = _existing(workspace_id, records)
-        grouper = _Grouper(workspace_id, now)
+        grouper = _Grouper(workspace_id, now, keys)
+        known = {key: grouper.track(issue) for key, issue in _existing(workspace_id, records).items()}
         rows, plan = {}, []  # plan: per record, ("new", row id) or ("known", Issue)
         for record, fields in prepared:
             key = (record["source"], record.get("external_id"))
@@ -160,13 +207,12 @@ def ingest(workspace_id, records):
                 rows[key if key[1] is not None else row["id"]] = row
                 plan.append(("new", row["id"], fields))
         inserted = _insert(list(rows.values())) if rows else set()
-        created = {row["id"]: Issue(**row) for row in rows.values() if row["id"] in inserted}
+        created = {row["id"]: grouper.track(Issue(**row), new=True) for row in rows.values() if row["id"] in inserted}
         lost = [row for row in rows.values() if row["id"] not in inserted]
-        known.update(_existing(workspace_id, [{"source": r["source"], "external_id": r["external_id"]}
-                                              for r in lost]))
+        known.update({key: grouper.track(issue) for key, issue in _existing(
+            workspace_id, [{"source": r["source"], "external_id": r["external_id"]} for r in lost]).items()})
         for issue in created.values():
             events.record(workspace_id, "issue.created", issue=issue)
-            grouper.touched.add(issue.pattern_id)
         ids = []
         for kind, target, fields in plan:
             if kind == "new" and target in created:
@@ -176,7 +222,7 @@ def ingest(workspace_id, records):
                 _refresh(issue, fields, now)
             grouper.place(issue)
             ids.append(issue.id)
-        Pattern.links_changed(workspace_id, grouper.touched, new=grouper.created, rescore=True)
+        Pattern.links_changed(workspace_id, grouper.moves(), new=grouper.created, rescore=True)
     return ids
 
 

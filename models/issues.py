@@ -3,7 +3,7 @@ import peewee as pw
 
 from . import events
 from .accounts import Workspace
-from .base import BaseModel, ChoiceIntField, Conflict, RuleViolation, WorkspaceScoped, utcnow
+from .base import BaseModel, ChoiceIntField, Conflict, RuleViolation, WorkspaceScoped, for_update, utcnow
 from .patterns import Pattern
 from .search import matches
 
@@ -51,6 +51,11 @@ class Issue(WorkspaceScoped, BaseModel):
             (("workspace", "source", "external_id"), True),
             (("workspace", "fingerprint_domain", "fingerprint_root_cause"), False),
         )
+
+    @property
+    def link(self):
+        """What the pattern's counters know of this issue: (pattern_id, severity)."""
+        return self.pattern_id, self.severity
 
     @property
     def fingerprint(self):
@@ -105,7 +110,7 @@ class Issue(WorkspaceScoped, BaseModel):
             issue = cls.create(id=cls.next_id(), workspace=workspace_id, pattern=pattern_id,
                                created_at=now, updated_at=now, **fields)
             events.record(workspace_id, "issue.created", issue=issue)
-            Pattern.links_changed(workspace_id, [pattern_id])
+            Pattern.links_changed(workspace_id, [((None, None), issue.link)])
         return issue
 
     def _apply(self, changes, now):
@@ -141,15 +146,14 @@ class Issue(WorkspaceScoped, BaseModel):
     def update_in(cls, issue_id, workspace_id, changes):
         """Apply a partial update (PATCH); returns the issue as stored."""
         with events.transaction():
-            issue = cls.get_in_workspace(issue_id, workspace_id)
+            issue = cls.get_in_workspace(issue_id, workspace_id, lock=True)
             if changes.get("pattern_id") is not None:
                 cls._check_pattern(changes["pattern_id"], workspace_id)
-            old_status, old_pattern = issue.status, issue.pattern_id
+            old_status, old_link = issue.status, issue.link
             changed = issue._apply(changes, utcnow())
             if changed:
                 issue._record_update(changed, old_status)
-            if "pattern_id" in changed:
-                Pattern.links_changed(workspace_id, [old_pattern, issue.pattern_id])
+            Pattern.links_changed(workspace_id, [(old_link, issue.link)])
         return issue
 
     @classmethod
@@ -162,16 +166,15 @@ class Issue(WorkspaceScoped, BaseModel):
             if op == "link_pattern":
                 cls._check_pattern(value, workspace_id, field="value")
             found = {issue.id: issue for issue in
-                     cls.in_workspace(workspace_id).where(cls.id.in_(wanted)).order_by(cls.id)}
-            touched_patterns, now = set(), utcnow()
+                     for_update(cls.in_workspace(workspace_id).where(cls.id.in_(wanted)).order_by(cls.id))}
+            moves, now = [], utcnow()
             for issue in found.values():
-                old_status, old_pattern = issue.status, issue.pattern_id
+                old_status, old_link = issue.status, issue.link
                 changed = issue._apply(changes, now)
                 if changed:
                     issue._record_update(changed, old_status)
-                if "pattern_id" in changed:
-                    touched_patterns |= {old_pattern, issue.pattern_id}
-            Pattern.links_changed(workspace_id, touched_patterns)
+                moves.append((old_link, issue.link))
+            Pattern.links_changed(workspace_id, moves)
         return len(found), [issue_id for issue_id in wanted if issue_id not in found]
 
 

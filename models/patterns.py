@@ -1,5 +1,7 @@
 """Patterns: clusters of issues that share a root-cause fingerprint, with derived counters."""
+import collections
 import datetime
+import itertools
 import math
 
 import peewee as pw
@@ -16,6 +18,9 @@ PATTERN_STATUSES = ("active", "watching", "resolved")
 #   recency = exp(-days since the newest linked issue / 14)
 RISK_WEIGHTS = {"frequency": 0.45, "severity": 0.35, "recency": 0.20}
 SEVERITY_WEIGHT = {"critical": 1.0, "high": 0.7, "medium": 0.4, "low": 0.15}
+# Past this many recent issues 1 - exp(-n / 10) is exactly 1.0 in floating point, so counting
+# them stops there: the score is the same, and the count reads at most this many index entries.
+RECENT_SATURATION = next(n for n in itertools.count() if 1 - math.exp(-n / 10) == 1.0)
 
 
 def risk_score(linked_by_severity, recent_count, last_seen, now):
@@ -44,6 +49,10 @@ class Pattern(WorkspaceScoped, BaseModel):
     # Derived from the linked issues by links_changed(); never written by clients.
     issue_count = pw.IntegerField(default=0)
     last_seen_at = pw.DateTimeField(null=True)
+    linked_low = pw.IntegerField(default=0)  # linked issues per severity, for the risk score
+    linked_medium = pw.IntegerField(default=0)
+    linked_high = pw.IntegerField(default=0)
+    linked_critical = pw.IntegerField(default=0)
     fingerprint_domain = pw.CharField(max_length=100, null=True)
     fingerprint_root_cause = pw.CharField(max_length=100, null=True)
     tags = pw.JSONField(default=list)
@@ -115,58 +124,84 @@ class Pattern(WorkspaceScoped, BaseModel):
                 events.record(workspace_id, "pattern.updated", pattern=pattern, changed=changed)
         return pattern
 
-    @classmethod
-    def links_changed(cls, workspace_id, pattern_ids, new=(), rescore=False):
-        """Issues were linked to or unlinked from these patterns: recount them and say so.
+    @property
+    def linked_by_severity(self):
+        return {name: getattr(self, f"linked_{name}") for name in SEVERITY_WEIGHT}
 
-        The single place the derived counters are written. It runs inside the transaction that
-        changed the links, so the counters never disagree with the rows. Detection (`rescore`)
-        also recomputes their risk; `new` are the ones it just created.
+    @classmethod
+    def links_changed(cls, workspace_id, moves, new=(), rescore=False):
+        """Issues joined, left or changed severity in patterns: update the counters and say so.
+
+        The single place the derived counters are written as links change. `moves` holds one
+        (before, after) pair per changed issue, each its (pattern_id, severity) as the write
+        found it (with the row locked) and as it left it; (None, None) before a new issue. The
+        counters move by the difference, so the cost follows the changed issues, not the linked
+        ones. It runs inside the transaction that changed the links, so the counters never
+        disagree with the rows. Detection (`rescore`) also recomputes their risk; `new` are the
+        patterns it just created.
         """
-        ids = cls.recount(pattern_ids)
+        from .issues import Issue
+
+        delta, relinked = collections.Counter(), set()
+        for before, after in moves:
+            if before == after:
+                continue
+            delta[before] -= 1
+            delta[after] += 1
+            if before[0] != after[0]:
+                relinked |= {before[0], after[0]}
+        changed = sorted({pid for (pid, _), n in delta.items() if n and pid} | relinked - {None})
+        if not changed:
+            return
+        if is_postgres():
+            # Lock first: the newest issue (last_seen_at) read below is then read after any
+            # concurrent linker of the pattern committed. NO KEY UPDATE does not conflict with
+            # the key-share locks that inserting a linked issue takes on the pattern row.
+            list(cls.select(cls.id).where(cls.id.in_(changed)).order_by(cls.id)
+                 .for_update("FOR NO KEY UPDATE"))
+        newest = Issue.select(pw.fn.MAX(Issue.created_at)).where(Issue.pattern == cls.id)
+        for pattern_id in changed:
+            counts = {getattr(cls, f"linked_{name}"): getattr(cls, f"linked_{name}") + delta[(pattern_id, name)]
+                      for name in SEVERITY_WEIGHT if delta[(pattern_id, name)]}
+            joined = sum(delta[(pattern_id, name)] for name in SEVERITY_WEIGHT)
+            update = {**counts, cls.issue_count: cls.issue_count + joined}
+            if pattern_id in relinked:
+                update[cls.last_seen_at] = newest  # the newest issue: one step down an index
+            cls.update(update).where(cls.id == pattern_id).execute()
         if rescore:
-            cls.rescore(ids)
-        for pattern in cls.select().where(cls.id.in_(ids)).order_by(cls.id):
+            cls.rescore(changed)
+        announced = changed if rescore else sorted(relinked - {None})
+        for pattern in cls.select().where(cls.id.in_(announced)).order_by(cls.id):
             events.record(workspace_id, "pattern.detected", pattern=pattern, is_new=pattern.id in new)
 
     @classmethod
-    def rescore(cls, pattern_ids):
-        """Set risk_score by the documented formula from the linked issues."""
+    def rescore(cls, pattern_ids, now=None):
+        """Set risk_score by the documented formula from the counters and the recent issues."""
         from .issues import Issue
 
-        now = utcnow()
+        now = now or utcnow()
         recent_since = now - datetime.timedelta(days=30)
-        stats = {pid: ({}, 0, None) for pid in pattern_ids}
-        rows = (Issue.select(Issue.pattern, Issue.severity, pw.fn.COUNT(Issue.id),
-                             pw.fn.SUM(pw.Case(None, [(Issue.created_at >= recent_since, 1)], 0)),
-                             pw.fn.MAX(Issue.created_at))
-                .where(Issue.pattern.in_(list(stats))).group_by(Issue.pattern, Issue.severity).tuples())
-        for pattern_id, severity, count, recent, newest in rows:
-            by_severity, recent_total, last = stats[pattern_id]
-            by_severity[severity] = count
-            newest = Issue.created_at.adapt(newest)  # an aggregate may come back as text
-            stats[pattern_id] = (by_severity, recent_total + int(recent or 0),
-                                 max(filter(None, (last, newest)), default=None))
-        for pattern_id, (by_severity, recent, last) in stats.items():
-            cls.update(risk_score=risk_score(by_severity, recent, last, now)).where(cls.id == pattern_id).execute()
+        for pattern in cls.select().where(cls.id.in_(list(pattern_ids))):
+            recent = (Issue.select(pw.SQL("1"))
+                      .where((Issue.pattern == pattern.id) & (Issue.created_at >= recent_since))
+                      .limit(RECENT_SATURATION).count())
+            score = risk_score(pattern.linked_by_severity, recent, pattern.last_seen_at, now)
+            cls.update(risk_score=score).where(cls.id == pattern.id).execute()
 
     @classmethod
     def recount(cls, pattern_ids):
-        """Set issue_count and last_seen_at from the linked issues; returns the ids recounted."""
+        """Set every counter from the linked issues, reading all of them: for loaders that
+        insert issues in bulk (links_changed keeps them exact from then on)."""
         from .issues import Issue
 
         ids = sorted({pid for pid in pattern_ids if pid})
         if not ids:
             return ids
-        if is_postgres():
-            # Lock first: the recount below then starts after any concurrent linker committed.
-            # NO KEY UPDATE does not conflict with the key-share locks that inserting a linked
-            # issue takes on the pattern row.
-            list(cls.select(cls.id).where(cls.id.in_(ids)).order_by(cls.id)
-                 .for_update("FOR NO KEY UPDATE"))
         linked = Issue.select().where(Issue.pattern == cls.id)
+        counts = {getattr(cls, f"linked_{name}"): linked.select(pw.fn.COUNT(Issue.id)).where(Issue.severity == name)
+                  for name in SEVERITY_WEIGHT}
         (cls.update(issue_count=linked.select(pw.fn.COUNT(Issue.id)),
-                    last_seen_at=linked.select(pw.fn.MAX(Issue.created_at)))
+                    last_seen_at=linked.select(pw.fn.MAX(Issue.created_at)), **{f.name: q for f, q in counts.items()})
          .where(cls.id.in_(ids))
          .execute())
         return ids

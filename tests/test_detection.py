@@ -75,6 +75,11 @@ def test_counter_evidence_is_subtracted_and_reported(vocab):
         r"\bladybirds? ate\b"]
 
 
+TEXTS = ["Deadlock found", "DEADLOCKS", "sorry, too many clients already", "QUEUEPOOL LIMIT of size 5",
+         "RSS keeps growing", "memory: grows", "STRIPE_KEY missing", "stripe_key", "550 5.7.1 blocked",
+         "Certificate has EXPIRED", "abababc", "dd", "y", "", "CAF\u00c9 Strasse open", "caf\u00e9 strasse OPEN"]
+
+
 @pytest.mark.parametrize("signal", [
     r"\bdeadlock", r"too many (clients|connections)|QueuePool limit", r"(memory|rss)\b.{0,40}\b(grow|climb)",
     r"(?-i:\b[A-Z][A-Z0-9]*_(KEY|TOKEN)\b)", r"\b[45]\.[1-7]\.\d{1,2}\b", r"cert(ificate)?s? (has )?expired",
@@ -82,16 +87,41 @@ def test_counter_evidence_is_subtracted_and_reported(vocab):
 def test_literal_prefilter_never_changes_a_result(signal):
     gate = detection._gate(signal)
     regex = re.compile(signal, re.IGNORECASE)
-    texts = ["Deadlock found", "DEADLOCKS", "sorry, too many clients already", "QUEUEPOOL LIMIT of size 5",
-             "RSS keeps growing", "memory: grows", "STRIPE_KEY missing", "stripe_key", "550 5.7.1 blocked",
-             "Certificate has EXPIRED", "abababc", "dd", "y", "", "CAF\u00c9 Strasse open", "caf\u00e9 strasse OPEN"]
-    for text in texts:
+    for text in TEXTS:
         folded = text.casefold()
         passes = gate is None or any(literal in folded for literal in gate)
         assert passes or not regex.search(text), (signal, text, gate)
 
 
-@pytest.mark.parametrize("title, body, expected", [
+SPLITS = [
+    (r"a|b(c|d)", [r"a", r"b(c|d)"]),
+    (r"[|(]x|\|y|z", [r"[|(]x", r"\|y", r"z"]),
+    (r"[]|]|q|[^]|]", [r"[]|]", r"q", r"[^]|]"]),
+    (r"(?-i:A|B)|c", [r"(?-i:A|B)", r"c"]),
+    (r"(?i)a|b", [r"(?i)a|b"]),  # a global flag belongs to every alternative
+    (r"(a)x\1|b", [r"(a)x\1|b"]),  # group numbers span alternatives
+    (r"(?P<n>a)(?P=n)|b", [r"(?P<n>a)(?P=n)|b"]),
+    (r"(a)?(?(1)b|c)|d", [r"(a)?(?(1)b|c)|d"]),
+]
+
+
+@pytest.mark.parametrize("signal, parts", SPLITS)
+def test_alternatives_split_only_at_the_top_level(signal, parts):
+    assert detection._alternatives(signal) == parts
+
+
+def test_a_text_matches_a_signal_exactly_when_it_matches_one_of_its_alternatives():
+    causes, _, _ = detection.vocabulary()
+    signals = [source for c in causes for _, source, _, _ in c.signals + c.against] + [s for s, _ in SPLITS]
+    texts = TEXTS + [text for case in PLAIN_CASES for text in case[:2]] + ["AB", "ab", "qx", "|y", "]", "aaxa"]
+    for signal in signals:
+        whole = re.compile(signal, re.IGNORECASE)
+        parts = [re.compile(part, re.IGNORECASE) for part in detection._alternatives(signal)]
+        for text in texts:
+            assert bool(whole.search(text)) == any(part.search(text) for part in parts), (signal, text)
+
+
+PLAIN_CASES = [
     ("FATAL: remaining connection slots are reserved for non-replication superuser connections",
      "worker pods x 40 each open their own pool", "connection_pool_exhausted"),
     ("ENOSPC: no space left on device, write", "/var/lib/docker on build-host-9", "disk_full"),
@@ -99,7 +129,10 @@ def test_literal_prefilter_never_changes_a_result(signal):
      "two jobs update invoices and payments in opposite order", "deadlock"),
     ("Could not resolve host: api.example.test", "resolver 10.0.0.2 not answering since 02:00", "dns_resolution_failure"),
     ("x509: certificate has expired or is not yet valid", "calling https://svc.example.test", "tls_certificate_expired"),
-])
+]
+
+
+@pytest.mark.parametrize("title, body, expected", PLAIN_CASES)
 def test_shipped_vocabulary_on_plain_cases(title, body, expected):
     found = detection.infer(title, body)
     assert found is not None and found.root_cause == expected, found and found.explain()

@@ -1,11 +1,16 @@
 """Ingestion (POST /v1/ingest/events and /batch), detection into patterns, and similar issues."""
+import collections
 import concurrent.futures
+import datetime
 import os
 
 import pytest
 import requests
 
-from conftest import OTHER_WORKSPACE
+from conftest import ON_POSTGRES, OTHER_WORKSPACE, TEST_DATABASE_URL
+from models import Issue, Pattern, db
+from models.base import utcnow
+from models.patterns import RECENT_SATURATION, risk_score
 from test_server import free_port, mock_server
 
 POOL = "FATAL: remaining connection slots are reserved for non-replication superuser connections"
@@ -121,6 +126,39 @@ def test_a_provided_fingerprint_is_used_as_is(client, auth):
     assert len({i["pattern_id"] for i in issues}) == 1 and issues[0]["pattern_id"]
 
 
+def risk_from_the_linked_issues(pattern_id, now):
+    """The documented formula, from a fresh read of every linked issue."""
+    linked = list(Issue.select().where(Issue.pattern == pattern_id))
+    recent = sum(issue.created_at >= now - datetime.timedelta(days=30) for issue in linked)
+    return risk_score(collections.Counter(issue.severity for issue in linked), recent,
+                      max((issue.created_at for issue in linked), default=None), now)
+
+
+def test_detected_risk_follows_the_formula_from_the_linked_issues(app, client, auth):
+    # More recent issues than the recent count reads, old ones, and every severity.
+    severities = ["low", "medium", "high", "critical", "p2"]
+    now = datetime.datetime.now(datetime.UTC)
+    records = [{"title": f"Ledger {n} off by a cent", "external_id": f"LEDGER-{n}", "severity": severities[n % 5],
+                "fingerprint": {"domain": "billing", "root_cause": "rounding"},
+                **({"source_created_at": (now - datetime.timedelta(days=40 + n)).isoformat()} if n % 7 == 0 else {})}
+               for n in range(RECENT_SATURATION + 60)]
+    for start in range(0, len(records), 250):
+        assert batch(client, auth(), records[start:start + 250]).status_code == 202
+    ids = batch(client, auth(), [{"title": POOL}, {"title": DISK}, {"title": DISK, "severity": "p1"}]).get_json()["issue_ids"]
+    assert batch(client, auth(), [{"title": "Ledger 1 off by a cent", "external_id": "LEDGER-1", "severity": "critical",
+                                   "fingerprint": {"domain": "billing", "root_cause": "rounding"}}]).status_code == 202
+    with app.app_context(), db.connection_context():
+        detected = {issue.pattern_id for issue in Issue.select().where(Issue.id.in_(ids) | (Issue.external_id == "LEDGER-1"))}
+        assert len(detected) == 3 and None not in detected
+        at = utcnow()
+        Pattern.rescore(detected, now=at)
+        for pattern in Pattern.select().where(Pattern.id.in_(detected)):
+            linked = Issue.select().where(Issue.pattern == pattern.id)
+            assert pattern.linked_by_severity == {name: linked.where(Issue.severity == name).count()
+                                                  for name in pattern.linked_by_severity}
+            assert pattern.risk_score == risk_from_the_linked_issues(pattern.id, at), pattern.name
+
+
 def test_unrecognised_text_gets_no_fingerprint(client, auth):
     issue_id = batch(client, auth(), [{"title": "Button colour slightly off on settings page"}]).get_json()["issue_ids"][0]
     issue = client.get(f"/v1/issues/{issue_id}", headers=auth()).get_json()
@@ -167,3 +205,37 @@ def test_ten_concurrent_deliveries_of_one_record_leave_one_issue(tmp_path):
         found = requests.get(base + "/v1/issues", headers=headers, params={"source": "sentry", "limit": 100},
                              timeout=5).json()["data"]
         assert sum(1 for item in found if item["external_id"] == record["external_id"]) == 1
+
+
+@pytest.mark.live
+def test_concurrent_batches_create_one_pattern_per_fingerprint_and_exact_counters(tmp_path, make_app):
+    # Each batch names the same new fingerprints in another order, and joins seed patterns.
+    run = f"{os.getpid()}-{free_port()}"
+    keys = [("billing", f"rounding-{run}-{n}") for n in range(6)] + [("caching", "stale_cache")]
+    batches = [[{"source": "ledger", "external_id": f"{run}-{b}-{n}", "title": f"Ledger {n} off",
+                 "severity": ["low", "high", "critical"][(b + n) % 3],
+                 "fingerprint": dict(zip(("domain", "root_cause"), keys[(n * (b + 1)) % len(keys)]))}
+                for n in range(60)] for b in range(6)]
+    with mock_server(tmp_path, WEB_CONCURRENCY="2") as (base, headers, _):
+        def deliver(records):
+            return requests.post(base + "/v1/ingest/batch", headers=headers, json={"records": records}, timeout=60)
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            assert {response.status_code for response in pool.map(deliver, batches)} == {202}
+        patterns = requests.get(base + "/v1/patterns", headers=headers, params={"limit": 100}, timeout=5).json()["data"]
+
+        def linked(pattern_id, **filters):
+            return requests.get(base + "/v1/issues", headers=headers, timeout=5, params={
+                "pattern_id": pattern_id, "limit": 1, **filters}).json()["page"]["total"]
+
+        with_key = collections.Counter(tuple(p["fingerprint"].values()) for p in patterns if p["fingerprint"])
+        assert all(with_key[key] == 1 for key in keys), with_key
+        for pattern in patterns:
+            assert pattern["issue_count"] == linked(pattern["id"])
+    # The severity counters, which the API does not show, through the same database.
+    app = make_app(DATABASE_URL=TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'live.db'}")
+    with app.app_context(), db.connection_context():
+        for pattern in Pattern.select().where(Pattern.id.in_([p["id"] for p in patterns])):
+            issues = Issue.select().where(Issue.pattern == pattern.id)
+            assert pattern.linked_by_severity == {name: issues.where(Issue.severity == name).count()
+                                                  for name in pattern.linked_by_severity}

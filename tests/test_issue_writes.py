@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import OTHER_WORKSPACE
-from models import Issue, Pattern, db
+from models import SEVERITIES, Issue, Pattern, db
 
 
 def test_resolving_sets_resolved_at_and_reopening_clears_it(client, auth):
@@ -123,6 +123,8 @@ def counters_are_exact(app):
             assert pattern.issue_count == linked.count()
             newest = linked.order_by(Issue.created_at.desc()).first()
             assert pattern.last_seen_at == (newest.created_at if newest else None)
+            assert pattern.linked_by_severity == {name: linked.where(Issue.severity == name).count()
+                                                  for name in SEVERITIES}
 
 
 PATTERNS = ["pat_01xyz789", "pat_01xyz790", "pat_01xyz791", None]
@@ -136,6 +138,15 @@ operation = st.one_of(
     st.tuples(st.just("close"), st.sampled_from(ISSUES)),
     st.tuples(st.just("status"), st.lists(st.sampled_from(ISSUES), min_size=1, max_size=3),
               st.sampled_from(["open", "resolved"])),
+    st.tuples(st.just("patch_severity"), st.sampled_from(ISSUES), st.sampled_from(SEVERITIES)),
+    st.tuples(st.just("bulk_severity"), st.lists(st.sampled_from(ISSUES), min_size=1, max_size=4),
+              st.sampled_from(SEVERITIES)),
+    # Deliveries from a small pool of failures, so repeats update (severity, fingerprint) the
+    # issues earlier ones created; the fingerprints join seed patterns or recur into new ones.
+    st.tuples(st.just("ingest"), st.lists(st.tuples(
+        st.sampled_from(["F1", "F2", "F3", "F4", None]), st.sampled_from(SEVERITIES),
+        st.sampled_from([("payments", "third_party_timeout"), ("caching", "stale_cache"),
+                         ("billing", "rounding"), ("billing", "currency")])), min_size=1, max_size=5)),
 )
 
 
@@ -154,6 +165,15 @@ def test_pattern_counters_stay_exact_under_any_sequence_of_writes(app, client, a
             client.post("/v1/issues/bulk", headers=headers, json={"ids": op[1], "op": "unlink_pattern"})
         elif op[0] == "close":
             client.post(f"/v1/issues/{op[1]}/close", headers=headers)
-        else:
+        elif op[0] == "status":
             client.post("/v1/issues/bulk", headers=headers, json={"ids": op[1], "op": "set_status", "value": op[2]})
+        elif op[0] == "patch_severity":
+            client.patch(f"/v1/issues/{op[1]}", headers=headers, json={"severity": op[2]})
+        elif op[0] == "bulk_severity":
+            client.post("/v1/issues/bulk", headers=headers, json={"ids": op[1], "op": "set_severity", "value": op[2]})
+        else:
+            records = [{"source": "generated", "external_id": external_id, "title": "generated",
+                        "severity": severity, "fingerprint": {"domain": domain, "root_cause": root_cause}}
+                       for external_id, severity, (domain, root_cause) in op[1]]
+            assert client.post("/v1/ingest/batch", headers=headers, json={"records": records}).status_code == 202
         counters_are_exact(app)

@@ -19,7 +19,7 @@ import peewee as pw
 import pytest
 
 from conftest import OTHER_WORKSPACE, TEST_SECRET
-from models import MODELS, AuthSession, Issue, Membership, RefreshToken, db
+from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
 MY_ISSUE, MY_PATTERN = "iss_01abc123", "pat_01xyz789"
@@ -143,13 +143,18 @@ def test_bulk_ids_of_another_workspace_are_not_found(app, client, auth, op, valu
 
 def test_bulk_with_mixed_ids_touches_only_the_callers_issues(app, client, auth):
     headers = auth()
-    with database_unchanged(app, [model for model in MODELS if model.__name__ not in WRITTEN_BY_AN_UPDATE]):
-        theirs_before = rows(app, [Issue])
+    with database_unchanged(app, [model for model in MODELS if model.__name__ not in WRITTEN_BY_AN_UPDATE + ("Pattern",)]):
+        before = rows(app, [Issue, Pattern])
         response = client.post("/v1/issues/bulk", headers=headers,
                                json={"ids": [MY_ISSUE, THEIR_ISSUE], "op": "set_severity", "value": "low"})
     assert response.get_json() == {"updated": 1, "not_found": [THEIR_ISSUE]}
-    others = [row for row in rows(app, [Issue])["Issue"] if row[0] != MY_ISSUE]
-    assert others == [row for row in theirs_before["Issue"] if row[0] != MY_ISSUE]
+    after = rows(app, [Issue, Pattern])
+    for model, mine in (("Issue", MY_ISSUE), ("Pattern", MY_PATTERN)):
+        assert [row for row in after[model] if row[0] != mine] == [row for row in before[model] if row[0] != mine]
+    # The caller's issue (high) moved from one severity count of its pattern to another.
+    was, now = ({name: value for name, value in zip(Pattern._meta.sorted_field_names, row)}
+                for state in (before, after) for row in state["Pattern"] if row[0] == MY_PATTERN)
+    assert now == {**was, "linked_high": was["linked_high"] - 1, "linked_low": was["linked_low"] + 1}
 
 
 def test_filtering_by_another_workspaces_pattern_finds_nothing(app, client, auth):

@@ -1,5 +1,6 @@
 """Patterns: listing, fetching, creating, and workspace isolation."""
 from conftest import OTHER_WORKSPACE
+from models import Issue, Pattern, db, schema
 
 
 def test_list_is_riskiest_first(client, auth):
@@ -67,3 +68,14 @@ def test_viewer_cannot_create_patterns(client, auth):
 def test_second_workspace_sees_its_own_patterns(client, auth):
     body = client.get("/v1/patterns", headers=auth(workspace=OTHER_WORKSPACE)).get_json()
     assert [item["id"] for item in body["data"]] == ["pat_02pqr111"]
+
+
+def test_migration_0007_counts_the_issues_already_linked_per_severity(app):
+    with app.app_context(), db.connection_context():
+        reverted = schema.runner().down(target="0007_pattern_severity_counters")
+        assert schema.runner().up() == list(reversed(reverted))
+        for pattern in Pattern.select():
+            linked = Issue.select().where(Issue.pattern == pattern.id)
+            assert pattern.linked_by_severity == {name: linked.where(Issue.severity == name).count()
+                                                  for name in pattern.linked_by_severity}
+            assert sum(pattern.linked_by_severity.values()) == pattern.issue_count > 0
