@@ -16,7 +16,7 @@ from playhouse.db_url import parse as parse_db_url
 
 from models import Event, db
 from models import events as outbox
-from models.search import is_postgres
+from models.base import is_postgres
 
 log = logging.getLogger("causeloop.events")
 CHANNEL = "causeloop_events"

@@ -9,8 +9,9 @@ from flask import current_app, request
 from itsdangerous import BadData, URLSafeSerializer
 
 from models import db
+from models.base import is_postgres
 from models.events import last_seq
-from models.search import first_rows, is_postgres
+from models.search import first_rows
 
 from .auth import current_principal
 from .errors import ApiError
@@ -97,10 +98,10 @@ def _after(field, id_field, descending, value, last_id):
     return at_or_before & (before(field, value) | before(id_field, last_id))
 
 
-def count_matches(query, key, workspace_id):
+def count_matches(query, workspace_id, binding):
     """Exact up to EXACT_TOTAL_LIMIT; beyond it, the database's cheapest honest answer.
 
-    A count this process made for the same query (`key`) stands while nothing was written to
+    A count this process made for the same query (workspace and cursor `binding`) stands while nothing was written to
     the workspace since (its event sequence has not moved) and it is under RECENT_COUNT_TTL_S
     old: that bounds what writes outside the API (the CLI) can leave unseen. After writes, a
     recent count well above the limit stands as the estimate (it cannot fall below the limit
@@ -113,6 +114,7 @@ def count_matches(query, key, workspace_id):
     # (workspace, cursor binding) -> (count, the workspace's last_seq, monotonic time)
     recent_counts = current_app.extensions.setdefault("causeloop.recent_counts", {})
     version, now = last_seq(workspace_id), time.monotonic()
+    key = (workspace_id, binding)
     recent, counted_version, counted_at = recent_counts.get(key, (None, None, 0.0))
     if recent is not None and now - counted_at <= RECENT_COUNT_TTL_S:
         if counted_version == version or recent > 2 * EXACT_TOTAL_LIMIT:
@@ -162,7 +164,7 @@ def paginate(query, args, *, sorts, id_field, item_schema):
         _, last_value, last_id = rows[-1]
         next_cursor = _serializer().dumps([binding, _encode_value(sort_field.python_value(last_value)), last_id])
     page = {"next_cursor": next_cursor, "has_more": has_more,
-            "total": count_matches(query, (workspace_id, binding), workspace_id)}
+            "total": count_matches(query, workspace_id, binding)}
     body = '{"data":[%s],"page":%s}' % (",".join(row for row, _, _ in rows), current_app.json.dumps(page))
     return current_app.response_class(body, mimetype="application/json")
 

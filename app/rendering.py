@@ -17,8 +17,7 @@ from flask import current_app
 from marshmallow import fields as ma_fields
 
 from app.api import Timestamp
-from models.base import ChoiceIntField, NotFound, db, prepared_rows
-from models.search import is_postgres
+from models.base import ChoiceIntField, NotFound, db, is_postgres, prepared_rows
 
 _expressions = {}  # (schema class, model, on PostgreSQL) -> the JSON expression
 

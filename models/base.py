@@ -43,6 +43,10 @@ def make_database(url, pool_size=10):
     raise ValueError(f"DATABASE_URL must start with sqlite:///, postgres:// or postgresql://, got {scheme!r}")
 
 
+def is_postgres():
+    return isinstance(db.obj, pw.PostgresqlDatabase)
+
+
 def release_connections():
     """Close idle pooled connections. Called after start-up database work in the gunicorn
     master: a forked worker must never inherit (and share) an open connection."""
@@ -93,7 +97,7 @@ def insert_rows(model, rows, ignore_conflicts=False):
     500 issues took longer than the database did; here each value only goes through its
     field's db_value. JSON on SQLite keeps peewee's json() around the text."""
     fields = [field for field in model._meta.sorted_fields if not isinstance(field, pw.AutoField)]
-    sqlite_json = [isinstance(field, pw.JSONField) and not isinstance(db.obj, pw.PostgresqlDatabase)
+    sqlite_json = [isinstance(field, pw.JSONField) and not is_postgres()
                    for field in fields]
     columns = ", ".join(f'"{field.column_name}"' for field in fields)
     marks = ", ".join(f"json({db.param})" if is_json else db.param for is_json in sqlite_json)
@@ -116,7 +120,7 @@ def insert_rows(model, rows, ignore_conflicts=False):
 def for_update(query):
     """`query`, locking the rows it reads until commit where the database locks rows
     (PostgreSQL); SQLite runs one writer at a time, so its reads need no lock."""
-    return query.for_update() if isinstance(db.obj, pw.PostgresqlDatabase) else query
+    return query.for_update() if is_postgres() else query
 
 
 def new_id(prefix):
@@ -156,6 +160,17 @@ class WorkspaceScoped:
         if found is None:
             raise NotFound(cls.KIND, object_id)
         return found
+
+
+class Fingerprinted:
+    """A root-cause fingerprint kept as two columns, fingerprint_domain and
+    fingerprint_root_cause; none when neither is set."""
+
+    @property
+    def fingerprint(self):
+        if self.fingerprint_domain is None and self.fingerprint_root_cause is None:
+            return None
+        return {"domain": self.fingerprint_domain, "root_cause": self.fingerprint_root_cause}
 
 
 class ChoiceIntField(pw.SmallIntegerField):

@@ -7,8 +7,7 @@ import threading
 import peewee as pw
 
 from .accounts import Workspace
-from .base import BaseModel, db, insert_rows, prepared_rows
-from .search import is_postgres
+from .base import BaseModel, db, insert_rows, is_postgres, prepared_rows
 
 # type(model instance) -> callable(instance) -> JSON-ready dict. The app registers the same
 # output schemas the API uses, so an event carries exactly what a GET would return.

@@ -5,13 +5,10 @@ import functools
 import hashlib
 import operator
 
-import peewee as pw
-
 from . import detection, events
-from .base import db, for_update, insert_rows, utcnow
+from .base import db, for_update, insert_rows, is_postgres, utcnow
 from .issues import SEVERITY_RISK, Issue
 from .patterns import Pattern
-from .search import is_postgres
 
 RECURRENCE_FOR_PATTERN = 2  # issues sharing a fingerprint before a pattern is created
 UPDATABLE = ("title", "description", "severity", "external_url", "team", "metadata")

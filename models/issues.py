@@ -3,7 +3,7 @@ import peewee as pw
 
 from . import events
 from .accounts import Workspace
-from .base import BaseModel, ChoiceIntField, Conflict, RuleViolation, WorkspaceScoped, for_update, utcnow
+from .base import BaseModel, ChoiceIntField, Conflict, Fingerprinted, RuleViolation, WorkspaceScoped, for_update, utcnow
 from .patterns import Pattern
 from .search import matches
 
@@ -15,7 +15,7 @@ SEVERITY_RISK = {"low": 20, "medium": 45, "high": 70, "critical": 90}
 BULK_OPS = ("set_status", "set_severity", "link_pattern", "unlink_pattern")
 
 
-class Issue(WorkspaceScoped, BaseModel):
+class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
     KIND = "Issue"
     ID_PREFIX = "iss"
     id = pw.CharField(primary_key=True, max_length=40)
@@ -56,12 +56,6 @@ class Issue(WorkspaceScoped, BaseModel):
     def link(self):
         """What the pattern's counters know of this issue: (pattern_id, severity)."""
         return self.pattern_id, self.severity
-
-    @property
-    def fingerprint(self):
-        if self.fingerprint_domain is None and self.fingerprint_root_cause is None:
-            return None
-        return {"domain": self.fingerprint_domain, "root_cause": self.fingerprint_root_cause}
 
     @classmethod
     def search(cls, workspace_id, filters):

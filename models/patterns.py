@@ -8,8 +8,8 @@ import peewee as pw
 
 from . import events
 from .accounts import Workspace
-from .base import BaseModel, WorkspaceScoped, utcnow
-from .search import is_postgres, matches
+from .base import BaseModel, Fingerprinted, WorkspaceScoped, is_postgres, utcnow
+from .search import matches
 
 PATTERN_STATUSES = ("active", "watching", "resolved")
 # Detected patterns' risk (0-100) = 100 * (0.45 frequency + 0.35 severity mix + 0.20 recency):
@@ -37,7 +37,7 @@ def risk_score(linked_by_severity, recent_count, last_seen, now):
     return max(0, min(100, round(100 * blended)))
 
 
-class Pattern(WorkspaceScoped, BaseModel):
+class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
     KIND = "Pattern"
     ID_PREFIX = "pat"
     id = pw.CharField(primary_key=True, max_length=40)
@@ -68,12 +68,6 @@ class Pattern(WorkspaceScoped, BaseModel):
             (("workspace", "last_seen_at", "id"), False),
             (("workspace", "fingerprint_domain", "fingerprint_root_cause"), False),
         )
-
-    @property
-    def fingerprint(self):
-        if self.fingerprint_domain is None and self.fingerprint_root_cause is None:
-            return None
-        return {"domain": self.fingerprint_domain, "root_cause": self.fingerprint_root_cause}
 
     @classmethod
     def search(cls, workspace_id, filters):

@@ -2,7 +2,7 @@
 import peewee as pw
 from playhouse import fts_parser
 
-from .base import db
+from .base import db, is_postgres
 
 # The PostgreSQL expression each searchable table is indexed on (see migration 0002).
 POSTGRES_VECTORS = {
@@ -10,10 +10,6 @@ POSTGRES_VECTORS = {
     "pattern": pw.fn.to_tsvector("english", pw.SQL("name")),
 }
 SQLITE_COLUMNS = {"issue": ("title", "description"), "pattern": ("name",)}
-
-
-def is_postgres():
-    return isinstance(db.obj, pw.PostgresqlDatabase)
 
 
 def matches(model, text):

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from models import Event, Issue, Membership, Pattern, db
-from models.search import is_postgres
+from models.base import is_postgres
 
 WORKSPACE = "ws_synth"
 ISSUES = 500
