@@ -16,10 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-try:  # the stdlib regex parser, used only to derive literal pre-filters (see _gate)
-    from re import _parser as _sre_parse
-except ImportError:  # pragma: no cover - older/other Pythons: no pre-filter, same results
-    _sre_parse = None
+import ahocorasick
 
 VOCABULARY_PATH = os.path.join(os.path.dirname(__file__), "data", "root_causes.json")
 TITLE_WEIGHT = 1.5
@@ -56,47 +53,174 @@ class Detection:
         return explanation
 
 
-def _required(items):
-    """Literals one of which every match of the parsed regex `items` must contain, or None.
+_ESCAPED_CHAR = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "a": "\a"}
+_QUANTIFIER = re.compile(r"\{(\d*)(,?)(\d*)\}")
 
-    Walks the stdlib parse tree: a sequence needs all its parts, so any one part's requirement
-    will do (the most selective is kept); an alternation needs one of its branches'."""
+
+class _Unsupported(Exception):
+    """A regex construct the literal extraction does not model: that signal goes ungated."""
+
+
+def _required(source):
+    """Literals one of which every match of the regex `source` must contain (ASCII, case-folded),
+    or None when none can be derived. A small, conservative reading of the regex syntax: a
+    sequence needs all its parts, so any one part's requirement will do (the most selective is
+    kept); an alternation needs one of its branches'; anything optional, or not understood
+    (classes, lookarounds, escapes like \\d, non-ASCII characters), requires nothing."""
+    try:
+        requirement, index = _branches(source, 0)
+    except _Unsupported:
+        return None
+    return requirement if index == len(source) else None
+
+
+def _best(best, candidate):
+    if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
+        return candidate
+    return best
+
+
+def _branches(source, index):
+    """Parse an alternation from `index` up to an unmatched ")" or the end: (requirement, index)."""
+    requirements = []
+    while True:
+        requirement, index = _sequence(source, index)
+        requirements.append(requirement)
+        if index < len(source) and source[index] == "|":
+            index += 1
+            continue
+        break
+    if None in requirements:
+        return None, index
+    return frozenset().union(*requirements), index
+
+
+def _sequence(source, index):
     best, run = None, []
 
-    def consider(candidate):
-        nonlocal best
-        if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
-            best = candidate
-
-    for op, av in items:
-        name = str(op)
-        if name == "LITERAL":
-            run.append(chr(av))
-            continue
-        consider(frozenset(["".join(run).casefold()]) if run else None)
+    def flush():
+        nonlocal best, run
+        if run:
+            best = _best(best, frozenset(["".join(run).casefold()]))
         run = []
-        if name == "SUBPATTERN":
-            consider(_required(av[-1]))
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
-            consider(_required(av[2]))
-        elif name == "BRANCH":
-            branches = [_required(branch) for branch in av[1]]
-            consider(None if None in branches else frozenset().union(*branches))
-    consider(frozenset(["".join(run).casefold()]) if run else None)
-    return best
+
+    while index < len(source) and source[index] not in "|)":
+        char = source[index]
+        literal, requirement = None, None  # the atom: a literal character, or what it requires
+        if char == "\\":
+            index += 1
+            if index >= len(source):
+                raise _Unsupported(source)
+            escaped = source[index]
+            if escaped in _ESCAPED_CHAR:
+                literal = _ESCAPED_CHAR[escaped]
+            elif escaped.isalnum():
+                if escaped in "xuUN":  # \xhh, \uhhhh, \N{...}: a character we do not decode
+                    raise _Unsupported(source)
+                literal = None  # \b \d \w \s \1 ...: no literal
+            else:
+                literal = escaped
+            index += 1
+        elif char == "[":
+            index = _skip_class(source, index)
+        elif char == "(":
+            index, requirement = _group(source, index)
+        elif char in ".^$":
+            index += 1
+        elif char in "*+?":
+            raise _Unsupported(source)  # a quantifier without an atom
+        elif char == "{" and _QUANTIFIER.match(source, index) and any(_QUANTIFIER.match(source, index).group(1, 3)):
+            raise _Unsupported(source)
+        else:
+            literal = char
+            index += 1
+        minimum, index = _quantifier(source, index)
+        if literal is not None and literal.isascii() and minimum is None:
+            run.append(literal)
+            continue
+        if literal is not None and literal.isascii() and minimum >= 1:
+            run.append(literal)  # "ab+c" needs "ab"; what follows the repeat starts a new run
+            flush()
+            continue
+        flush()
+        if minimum is None or minimum >= 1:
+            best = _best(best, requirement)
+    flush()
+    return best, index
+
+
+def _quantifier(source, index):
+    """(minimum repeats or None if no quantifier, index after it and its lazy/possessive suffix)."""
+    if index >= len(source):
+        return None, index
+    char = source[index]
+    if char in "*?":
+        minimum, index = 0, index + 1
+    elif char == "+":
+        minimum, index = 1, index + 1
+    else:
+        match = _QUANTIFIER.match(source, index)
+        if not match or not any(match.group(1, 3)):
+            return None, index
+        minimum = int(match.group(1) or 0)  # {m}, {m,}, {m,n}: m; {,n}: 0
+        index = match.end()
+    if index < len(source) and source[index] in "?+":
+        index += 1
+    if index < len(source) and source[index] in "*+?{" and _quantifier(source, index)[0] is not None:
+        raise _Unsupported(source)  # stacked quantifiers
+    return minimum, index
+
+
+def _skip_class(source, index):
+    index += 1
+    if index < len(source) and source[index] == "^":
+        index += 1
+    if index < len(source) and source[index] == "]":
+        index += 1
+    while index < len(source) and source[index] != "]":
+        index += 2 if source[index] == "\\" else 1
+    if index >= len(source):
+        raise _Unsupported(source)
+    return index + 1
+
+
+def _group(source, index):
+    """Parse a group at `index` ("("): (index after it, requirement of its content or None)."""
+    index += 1
+    capturing = True
+    if source.startswith("?", index):
+        flags = re.match(r"\?(:|P<\w+>|[aiLmsu]*(-[imsx]+)?:|=|!|<=|<!|#|P=|\(|[aiLmsux]+\))", source[index:])
+        if not flags:
+            raise _Unsupported(source)
+        kind = flags.group(1)
+        if "x" in kind or kind in ("P=", "("):
+            raise _Unsupported(source)  # verbose mode, named backreference, conditional
+        index += len(flags.group(0))
+        if kind.endswith(")"):  # a global flag group like (?i): no content
+            return index, None
+        capturing = kind in (":",) or kind.startswith("P<") or kind.endswith(":")
+        if kind == "#":
+            end = source.index(")", index)
+            return end + 1, None
+    requirement, index = _branches(source, index)
+    if index >= len(source) or source[index] != ")":
+        raise _Unsupported(source)
+    return index + 1, requirement if capturing else None  # lookarounds require nothing
 
 
 def _gate(signal):
     """A cheap necessary condition for `signal` to match: a set of literals, one of which must
-    occur in the case-folded text (None: always run the regex). Only skips regexes that cannot
+    occur in the folded text (None: always run the regex). Only skips regexes that cannot
     match, so results are the same with or without it; it makes inference several times faster."""
-    if _sre_parse is None:
-        return None
-    try:
-        gate = _required(_sre_parse.parse(signal, re.IGNORECASE))
-    except Exception:  # pragma: no cover - parser internals changed: no pre-filter
-        return None
+    gate = _required(signal)
     return gate if gate and all(gate) else None
+
+
+def _fold(text):
+    """The text as the literals are compared with it: case-folded, and the dotless i (which an
+    IGNORECASE "i" matches, but which case-folds to itself) as "i"."""
+    folded = text.casefold()
+    return folded.replace("\u0131", "i") if "\u0131" in folded else folded
 
 
 def _alternatives(signal):
@@ -125,38 +249,55 @@ def _alternatives(signal):
     return parts + [signal[start:]]
 
 
+@dataclass(frozen=True)
+class _Prefilter:
+    automaton: object  # an ahocorasick.Automaton of every gate literal (None: there are none)
+    causes_by_literal: dict  # literal -> positions of the causes with a signal it gates
+    always: frozenset  # positions of the causes with an ungated signal: always scored
+
+
 @functools.lru_cache(maxsize=4)
-def _literals(path=VOCABULARY_PATH):
-    """Every pre-filter literal of the vocabulary, indexed by its first three characters:
-    (literals shorter than that, {first three characters: literals})."""
+def _prefilter(path=VOCABULARY_PATH):
+    """One Aho-Corasick automaton over the gate literals of the whole vocabulary, so that a
+    single pass over a text finds every literal it holds."""
     causes, _, _ = vocabulary(path)
-    literals = sorted({literal for cause in causes for alternatives, *_, gate in cause.signals + cause.against
-                       for literal_set in (gate, *(g for _, g in alternatives)) if literal_set
-                       for literal in literal_set})
-    by_prefix = {}
-    for literal in literals:
-        if len(literal) >= 3:
-            by_prefix.setdefault(literal[:3], []).append(literal)
-    return (tuple(literal for literal in literals if len(literal) < 3),
-            {prefix: tuple(group) for prefix, group in by_prefix.items()})
+    by_literal, always = {}, set()
+    for position, cause in enumerate(causes):
+        for alternatives, _, _, gate in cause.signals:
+            if gate is None:
+                always.add(position)
+            for literal in gate or ():
+                by_literal.setdefault(literal, set()).add(position)
+    literals = {literal for cause in causes for alternatives, *_, gate in cause.signals + cause.against
+                for literal_set in (gate, *(g for _, g in alternatives)) if literal_set
+                for literal in literal_set}
+    automaton = None
+    if literals:
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+        for literal in sorted(literals):
+            automaton.add_word(literal, literal)
+        automaton.make_automaton()
+    return _Prefilter(automaton, {literal: frozenset(positions) for literal, positions in by_literal.items()},
+                      frozenset(always))
 
 
-def _present(folded, literals):
-    """The pre-filter literals found in the case-folded text (only those whose first three
-    characters occur in it are looked for)."""
-    short, by_prefix = literals
-    found = set(filter(folded.__contains__, short))
-    for prefix in {folded[i:i + 3] for i in range(len(folded) - 2)} & by_prefix.keys():
-        found.update(filter(folded.__contains__, by_prefix[prefix]))
-    return found
+def _present(text, prefilter):
+    """The gate literals found in `text` (folded first), in one pass of the automaton."""
+    if prefilter.automaton is None or not text:
+        return frozenset()
+    return frozenset(literal for _, literal in prefilter.automaton.iter(_fold(text)))
 
 
 def _compile(signals):
     """Each signal with its pre-filter, and its alternatives each compiled with their own: most
     signals list many phrasings, and a text rarely holds the literals of more than a few."""
-    return tuple((tuple((re.compile(part, re.IGNORECASE), _gate(part)) for part in _alternatives(signal)),
-                  signal, float(weight), _gate(signal))
-                 for signal, weight in signals.items())
+    compiled = []
+    for signal, weight in signals.items():
+        alternatives = tuple((re.compile(part, re.IGNORECASE), _gate(part)) for part in _alternatives(signal))
+        gates = [gate for _, gate in alternatives]
+        gate = None if None in gates else frozenset().union(*gates)
+        compiled.append((alternatives, signal, float(weight), gate))
+    return tuple(compiled)
 
 
 @functools.lru_cache(maxsize=4)
@@ -171,18 +312,19 @@ def vocabulary(path=VOCABULARY_PATH):
 
 
 def _found(text, present, alternatives):
-    """Whether one of the alternatives matches `text` (`present`: its pre-filter literals)."""
-    return any((gate is None or not gate.isdisjoint(present)) and regex.search(text)
+    """Whether one of the alternatives matches `text` (`present`: its gate literals, or None to
+    run every regex)."""
+    return any((present is None or gate is None or not gate.isdisjoint(present)) and regex.search(text)
                for regex, gate in alternatives)
 
 
 def _evidence(title, body, present, signals):
     """Weighted sum of the distinct signals found (title hits count TITLE_WEIGHT x) and which fired.
-    `present` is the pre-filter literals of (title, body): a match lies in one of them."""
+    `present` is the gate literals of (title, body) (None: no pre-filter): a match lies in one."""
     score, fired = 0.0, []
-    in_title, in_body = present
+    in_title, in_body = present or (None, None)
     for alternatives, source, weight, gate in signals:
-        if gate is not None and gate.isdisjoint(in_title) and gate.isdisjoint(in_body):
+        if present is not None and gate is not None and gate.isdisjoint(in_title) and gate.isdisjoint(in_body):
             continue
         if _found(title, in_title, alternatives):
             score += weight * TITLE_WEIGHT
@@ -193,9 +335,17 @@ def _evidence(title, body, present, signals):
     return score, fired
 
 
-def _scores(title, body, causes, literals):
-    present = (_present(title.casefold(), literals), _present(body.casefold(), literals))
-    for cause in causes:
+def _scores(title, body, causes, prefilter):
+    if prefilter is None:
+        present, candidates = None, range(len(causes))
+    else:
+        present = (_present(title, prefilter), _present(body, prefilter))
+        positions = set(prefilter.always)
+        for literal in present[0] | present[1]:
+            positions.update(prefilter.causes_by_literal.get(literal, ()))
+        candidates = sorted(positions)
+    for position in candidates:
+        cause = causes[position]
         score, matched = _evidence(title, body, present, cause.signals)
         if not score:
             continue
@@ -203,10 +353,12 @@ def _scores(title, body, causes, literals):
         yield score - penalty, cause, matched, against
 
 
-def infer(title, body="", path=VOCABULARY_PATH):
-    """The most likely root cause of a report, or None when nothing is convincing."""
+def infer(title, body="", path=VOCABULARY_PATH, prefilter=True):
+    """The most likely root cause of a report, or None when nothing is convincing.
+    prefilter=False runs every regex (the result is the same, only slower: see _gate)."""
     causes, min_score, min_margin = vocabulary(path)
-    ranked = sorted(_scores(title or "", body or "", causes, _literals(path)), key=lambda item: -item[0])
+    ranked = sorted(_scores(title or "", body or "", causes, _prefilter(path) if prefilter else None),
+                    key=lambda item: -item[0])
     if not ranked or ranked[0][0] < min_score:
         return None
     score, cause, matched, against = ranked[0]

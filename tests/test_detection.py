@@ -2,6 +2,7 @@
 a few smoke checks of the shipped vocabulary on texts written for these tests (not taken from
 bench/data/eval_reports.jsonl)."""
 import json
+import os
 import re
 
 import pytest
@@ -29,7 +30,7 @@ def vocab(tmp_path):
     path.write_text(json.dumps(VOCAB))
     yield str(path)
     detection.vocabulary.cache_clear()
-    detection._literals.cache_clear()
+    detection._prefilter.cache_clear()
 
 
 def test_winner_is_explained_by_the_signals_that_fired(vocab):
@@ -149,3 +150,57 @@ def test_shipped_vocabulary_regexes_compile_and_are_gated():
     assert len({(c.domain, c.root_cause) for c in causes}) == len(causes)
     ungated = [source for c in causes for _, source, _, gate in c.signals + c.against if gate is None]
     assert len(ungated) <= 3, ungated
+
+
+def _labelled_texts():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "data")
+    for path in (os.path.join(root, "eval_reports.jsonl"), os.path.join(root, "dev", "reports.jsonl")):
+        with open(path) as handle:
+            for line in handle:
+                if line.strip():
+                    report = json.loads(line)
+                    yield report["title"], report["body"]
+
+
+def test_prefilter_gives_the_same_result_as_running_every_regex_on_the_labelled_sets():
+    texts = list(_labelled_texts()) + [(t, "") for t in TEXTS] + [(c[0], c[1]) for c in PLAIN_CASES]
+    assert len(texts) > 700
+    for title, body in texts:
+        gated, ungated = detection.infer(title, body), detection.infer(title, body, prefilter=False)
+        assert (gated and gated.explain()) == (ungated and ungated.explain()), title
+
+
+def test_every_alternative_is_gated_soundly_on_the_labelled_sets():
+    """Stronger than the end result: no alternative of any signal matches a text that lacks all
+    of its gate literals."""
+    causes, _, _ = detection.vocabulary()
+    prefilter = detection._prefilter()
+    texts = [text for pair in _labelled_texts() for text in pair] + TEXTS
+    alternatives = [alt for c in causes for alts, *_ in c.signals + c.against for alt in alts]
+    for text in texts:
+        present = detection._present(text, prefilter)
+        for regex, gate in alternatives:
+            if gate is not None and gate.isdisjoint(present):
+                assert not regex.search(text), (regex.pattern, text)
+
+
+@pytest.mark.parametrize("signal, literals", [
+    (r"abc", {"abc"}), (r"ab?c", {"a"}), (r"ab+c", {"ab"}), (r"x(foo|bar)y", {"foo", "bar"}),
+    (r"(foo|b)?longer", {"longer"}), (r"(?:Foo|BAR)\b", {"foo", "bar"}), (r"(?=abc)x", {"x"}),
+    (r"(?!abcd)xy", {"xy"}), (r"a{0,3}bc", {"bc"}), (r"ab{2}c", {"ab"}), (r"\bkms:Decrypt\b", {"kms:decrypt"}),
+    (r"[a-z]+ized", {"ized"}), ("caf\u00e9 open", {" open"}), (r"a\.b", {"a.b"}), (r"a{x", {"a{x"}),
+    (r"\d+ms", {"ms"}), (r"(?-i:OOMKilled)", {"oomkilled"}), (r"(?i)abc", {"abc"}), (r"a|b\d", {"a", "b"}),
+])
+def test_gate_literals(signal, literals):
+    assert detection._gate(signal) == literals
+
+
+@pytest.mark.parametrize("signal", [r"\d+", r"(a|\d)", r"x?", r"(?P<n>a)(?P=n)", r"\x41b"])
+def test_no_gate_when_nothing_is_required_or_understood(signal):
+    assert detection._gate(signal) is None
+
+
+def test_dotless_i_matches_as_ignorecase_does():
+    # re.IGNORECASE lets "i" match U+0131, which case-folds to itself: the fold maps it
+    assert re.search("invalid", "\u0131nvalid", re.IGNORECASE)
+    assert "invalid" in detection._fold("\u0131nvalid")
