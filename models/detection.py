@@ -252,33 +252,36 @@ def _alternatives(signal):
 @dataclass(frozen=True)
 class _Prefilter:
     automaton: object  # an ahocorasick.Automaton of every gate literal (None: there are none)
-    causes_by_literal: dict  # literal -> positions of the causes with a signal it gates
-    always: frozenset  # positions of the causes with an ungated signal: always scored
+    alternatives: tuple  # every alternative of every signal: (regex, cause position, kind, signal index)
+    by_literal: dict  # gate literal -> numbers of the alternatives it gates
+    ungated: tuple  # numbers of the alternatives without a gate: always run
 
 
 @functools.lru_cache(maxsize=4)
 def _prefilter(path=VOCABULARY_PATH):
     """One Aho-Corasick automaton over the gate literals of the whole vocabulary, so that a
-    single pass over a text finds every literal it holds."""
+    single pass over a text finds every literal it holds, and from those the alternatives
+    worth running (kind 0: a signal, 1: counter-evidence)."""
     causes, _, _ = vocabulary(path)
-    by_literal, always = {}, set()
+    alternatives, by_literal, ungated = [], {}, []
     for position, cause in enumerate(causes):
-        for alternatives, _, _, gate in cause.signals:
-            if gate is None:
-                always.add(position)
-            for literal in gate or ():
-                by_literal.setdefault(literal, set()).add(position)
-    literals = {literal for cause in causes for alternatives, *_, gate in cause.signals + cause.against
-                for literal_set in (gate, *(g for _, g in alternatives)) if literal_set
-                for literal in literal_set}
+        for kind, signals in enumerate((cause.signals, cause.against)):
+            for index, (parts, *_) in enumerate(signals):
+                for regex, gate in parts:
+                    number = len(alternatives)
+                    alternatives.append((regex, position, kind, index))
+                    if gate is None:
+                        ungated.append(number)
+                    for literal in gate or ():
+                        by_literal.setdefault(literal, []).append(number)
     automaton = None
-    if literals:
+    if by_literal:
         automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
-        for literal in sorted(literals):
+        for literal in sorted(by_literal):
             automaton.add_word(literal, literal)
         automaton.make_automaton()
-    return _Prefilter(automaton, {literal: frozenset(positions) for literal, positions in by_literal.items()},
-                      frozenset(always))
+    return _Prefilter(automaton, tuple(alternatives),
+                      {literal: tuple(numbers) for literal, numbers in by_literal.items()}, tuple(ungated))
 
 
 def _present(text, prefilter):
@@ -286,6 +289,20 @@ def _present(text, prefilter):
     if prefilter.automaton is None or not text:
         return frozenset()
     return frozenset(literal for _, literal in prefilter.automaton.iter(_fold(text)))
+
+
+def _candidates(title, body, prefilter):
+    """{cause position: {(kind, signal index): ([alternatives to run on the title], [... body])}}:
+    only alternatives one of whose gate literals occurs in that text can match it."""
+    found = {}
+    for where, text in enumerate((title, body)):
+        numbers = set(prefilter.ungated)
+        for literal in _present(text, prefilter):
+            numbers.update(prefilter.by_literal[literal])
+        for number in numbers:
+            regex, position, kind, index = prefilter.alternatives[number]
+            found.setdefault(position, {}).setdefault((kind, index), ([], []))[where].append(regex)
+    return found
 
 
 def _compile(signals):
@@ -311,45 +328,51 @@ def vocabulary(path=VOCABULARY_PATH):
     return causes, float(data["min_score"]), float(data["min_margin"])
 
 
-def _found(text, present, alternatives):
-    """Whether one of the alternatives matches `text` (`present`: its gate literals, or None to
-    run every regex)."""
-    return any((present is None or gate is None or not gate.isdisjoint(present)) and regex.search(text)
-               for regex, gate in alternatives)
-
-
-def _evidence(title, body, present, signals):
-    """Weighted sum of the distinct signals found (title hits count TITLE_WEIGHT x) and which fired.
-    `present` is the gate literals of (title, body) (None: no pre-filter): a match lies in one."""
+def _evidence(title, body, signals):
+    """Weighted sum of the distinct signals found (title hits count TITLE_WEIGHT x) and which
+    fired, running every regex: the reference the pre-filtered _gated_evidence must equal."""
     score, fired = 0.0, []
-    in_title, in_body = present or (None, None)
-    for alternatives, source, weight, gate in signals:
-        if present is not None and gate is not None and gate.isdisjoint(in_title) and gate.isdisjoint(in_body):
-            continue
-        if _found(title, in_title, alternatives):
+    for alternatives, source, weight, _ in signals:
+        if any(regex.search(title) for regex, _ in alternatives):
             score += weight * TITLE_WEIGHT
             fired.append(source)
-        elif _found(body, in_body, alternatives):
+        elif any(regex.search(body) for regex, _ in alternatives):
+            score += weight
+            fired.append(source)
+    return score, fired
+
+
+def _gated_evidence(title, body, signals, candidates, kind):
+    """_evidence, running only the candidate alternatives of `signals` (see _candidates)."""
+    score, fired = 0.0, []
+    for key in sorted(key for key in candidates if key[0] == kind):
+        on_title, on_body = candidates[key]
+        _, source, weight, _ = signals[key[1]]
+        if any(regex.search(title) for regex in on_title):
+            score += weight * TITLE_WEIGHT
+            fired.append(source)
+        elif any(regex.search(body) for regex in on_body):
             score += weight
             fired.append(source)
     return score, fired
 
 
 def _scores(title, body, causes, prefilter):
-    if prefilter is None:
-        present, candidates = None, range(len(causes))
-    else:
-        present = (_present(title, prefilter), _present(body, prefilter))
-        positions = set(prefilter.always)
-        for literal in present[0] | present[1]:
-            positions.update(prefilter.causes_by_literal.get(literal, ()))
-        candidates = sorted(positions)
-    for position in candidates:
-        cause = causes[position]
-        score, matched = _evidence(title, body, present, cause.signals)
+    if prefilter is None:  # every regex of every cause
+        for cause in causes:
+            score, matched = _evidence(title, body, cause.signals)
+            if not score:
+                continue
+            penalty, against = _evidence(title, body, cause.against) if cause.against else (0.0, [])
+            yield score - penalty, cause, matched, against
+        return
+    candidates = _candidates(title, body, prefilter)
+    for position in sorted(candidates):
+        cause, found = causes[position], candidates[position]
+        score, matched = _gated_evidence(title, body, cause.signals, found, 0)
         if not score:
             continue
-        penalty, against = _evidence(title, body, present, cause.against) if cause.against else (0.0, [])
+        penalty, against = _gated_evidence(title, body, cause.against, found, 1)
         yield score - penalty, cause, matched, against
 
 
