@@ -75,7 +75,10 @@ def _required(source):
 
 
 def _best(best, candidate):
-    if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
+    """The more selective requirement: longer shortest literal, then fewer literals."""
+    def key(literals):
+        return min(map(len, literals)), -len(literals)
+    if candidate and (best is None or key(candidate) > key(best)):
         return candidate
     return best
 
@@ -357,31 +360,62 @@ def _gated_evidence(title, body, signals, candidates, kind):
     return score, fired
 
 
-def _scores(title, body, causes, prefilter):
-    if prefilter is None:  # every regex of every cause
-        for cause in causes:
-            score, matched = _evidence(title, body, cause.signals)
-            if not score:
-                continue
-            penalty, against = _evidence(title, body, cause.against) if cause.against else (0.0, [])
-            yield score - penalty, cause, matched, against
-        return
+def _scores(title, body, causes):
+    """(score, cause, matched, counter-evidence) of every cause with evidence, running every regex."""
+    for cause in causes:
+        score, matched = _evidence(title, body, cause.signals)
+        if not score:
+            continue
+        penalty, against = _evidence(title, body, cause.against) if cause.against else (0.0, [])
+        yield score - penalty, cause, matched, against
+
+
+def _bound(cause, found):
+    """The most `cause` can score given which of its alternatives passed the pre-filter."""
+    bound = 0.0
+    for (kind, index), (on_title, on_body) in found.items():
+        if kind == 0:
+            bound += cause.signals[index][2] * (TITLE_WEIGHT if on_title else 1.0)
+    return bound
+
+
+def _top_two(title, body, causes, prefilter, min_score):
+    """The two best-scoring causes, as sorting every cause's score would rank them (ties: the
+    earlier cause first), scoring only what can matter: causes are scored in decreasing order of
+    their bound and the search stops once no bound can reach the runner-up (nor, at first,
+    min_score: then nothing is convincing and nothing is run)."""
     candidates = _candidates(title, body, prefilter)
-    for position in sorted(candidates):
+    bounds = sorted(((_bound(causes[position], found), position) for position, found in candidates.items()),
+                    key=lambda item: (-item[0], item[1]))
+    if not bounds or bounds[0][0] + _SLACK < min_score:
+        return []
+    scored = []
+    for bound, position in bounds:
+        if len(scored) >= 2 and bound + _SLACK < scored[1][0]:
+            break
         cause, found = causes[position], candidates[position]
         score, matched = _gated_evidence(title, body, cause.signals, found, 0)
         if not score:
             continue
         penalty, against = _gated_evidence(title, body, cause.against, found, 1)
-        yield score - penalty, cause, matched, against
+        scored.append((score - penalty, position, cause, matched, against))
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        del scored[2:]
+    return [(score, cause, matched, against) for score, _, cause, matched, against in scored]
+
+
+_SLACK = 1e-9  # bounds and scores add the same weights in different orders
 
 
 def infer(title, body="", path=VOCABULARY_PATH, prefilter=True):
     """The most likely root cause of a report, or None when nothing is convincing.
     prefilter=False runs every regex (the result is the same, only slower: see _gate)."""
     causes, min_score, min_margin = vocabulary(path)
-    ranked = sorted(_scores(title or "", body or "", causes, _prefilter(path) if prefilter else None),
-                    key=lambda item: -item[0])
+    title, body = title or "", body or ""
+    if prefilter:
+        ranked = _top_two(title, body, causes, _prefilter(path), min_score)
+    else:
+        ranked = sorted(_scores(title, body, causes), key=lambda item: -item[0])
     if not ranked or ranked[0][0] < min_score:
         return None
     score, cause, matched, against = ranked[0]
