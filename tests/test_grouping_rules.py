@@ -145,6 +145,9 @@ def test_an_analyst_may_write_rules_and_a_viewer_only_read_them(client, auth):
     ({**rule_body({"team": "identity"}), "position": True}, "position"),
     ({**rule_body({"team": "identity"}), "position": -1}, "position"),
     ({**rule_body({"team": "identity"}), "workspace_id": OTHER_WORKSPACE}, "workspace_id"),
+    ({**rule_body({"team": "identity"}), "workspace": OTHER_WORKSPACE}, "workspace"),
+    ({**rule_body({"team": "identity"}), "id": "gru_01mine"}, "id"),
+    ({**rule_body({"team": "identity"}), "created_at": "2020-01-01T00:00:00Z"}, "created_at"),
 ])
 def test_a_malformed_rule_is_a_validation_error(client, auth, body, field):
     response = client.post("/v1/grouping-rules", headers=auth(), json=body)
