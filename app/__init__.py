@@ -26,7 +26,7 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import auth, ingest, issues, meta, patterns, stream
+    from blueprints import auth, grouping_rules, ingest, issues, meta, patterns, stream
     from models import Issue, Pattern, db, make_database
 
     app = Flask(__name__)
@@ -50,7 +50,7 @@ def create_app(overrides=None):
                   max_age=600)
     api.init_app(app)
     api.register_field(CommaList, "string", None)
-    for module in (meta, auth, issues, patterns, ingest):
+    for module in (meta, auth, issues, patterns, grouping_rules, ingest):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)

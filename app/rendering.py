@@ -64,9 +64,9 @@ def _literal(word):
 
 
 def _value(model, name, field):
-    if isinstance(field, ma_fields.Nested):
-        return _nested(model, name, field)
     column = model._meta.columns.get(field.attribute or name)
+    if isinstance(field, ma_fields.Nested) and not isinstance(column, pw.JSONField):
+        return _nested(model, name, field)
     if column is None:
         raise TypeError(f"{model.__name__} has no column for the {name!r} field")
     if isinstance(field, Timestamp):
@@ -77,7 +77,11 @@ def _value(model, name, field):
     if isinstance(column, ChoiceIntField):
         return pw.Case(column, [(rank, _literal(choice)) for rank, choice in enumerate(column.names)])
     if isinstance(column, pw.JSONField):
+        # A Nested field over a JSON column too: the column holds the object as dumped.
         return pw.Cast(column, "json") if is_postgres() else pw.fn.json(column)
+    if isinstance(column, pw.BooleanField):
+        # SQLite stores 0/1; json() makes true/false JSON rather than numbers.
+        return column if is_postgres() else pw.fn.json(pw.Case(None, [(column, "true")], "false"))
     if isinstance(field, (ma_fields.String, ma_fields.Integer)):
         return column
     raise TypeError(f"no SQL rendering for {name!r} ({type(field).__name__})")

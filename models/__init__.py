@@ -6,13 +6,14 @@ from .idempotency import IdempotencyKey
 from .base import Conflict, NotFound, RuleViolation, db, make_database, new_id, utcnow
 from .issues import ISSUE_STATUSES, SEVERITIES, Issue
 from .patterns import PATTERN_STATUSES, Pattern
+from .grouping.rules import GroupingRule, GroupingRuleVersion
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
-          EventCounter, Event, IdempotencyKey]
+          EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion]
 
 __all__ = [
     "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
-    "Issue", "Pattern", "Event", "EventCounter", "IdempotencyKey", "MODELS", "Conflict", "NotFound", "RuleViolation",
+    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "Conflict", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

@@ -93,3 +93,22 @@ def auth(token_for):
         return {"Authorization": f"Bearer {token_for(role, workspace)}"}
 
     return headers
+
+
+MY_RULE, THEIR_RULE = "gru_01abc123", "gru_02def100"
+
+
+@pytest.fixture
+def grouping_rules(app):
+    """One grouping rule in each seed workspace (the seed has none), with short fixed ids."""
+    from models import GroupingRule
+
+    with app.app_context(), db.connection_context():
+        for rule_id, workspace, pattern in ((MY_RULE, SEED_WORKSPACE, "pat_01xyz789"),
+                                            (THEIR_RULE, OTHER_WORKSPACE, "pat_02pqr111")):
+            rule = GroupingRule.create_in(workspace, {
+                "name": "Gateway timeouts", "conditions": {"match": {"field": "title", "type": "contains",
+                                                                     "pattern": "gateway timeout"}},
+                "action": {"pattern_id": pattern}})
+            GroupingRule.update(id=rule_id).where(GroupingRule.id == rule.id).execute()
+    return MY_RULE, THEIR_RULE

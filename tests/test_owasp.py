@@ -18,7 +18,7 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import OTHER_WORKSPACE, TEST_SECRET
+from conftest import MY_RULE, OTHER_WORKSPACE, TEST_SECRET, THEIR_RULE
 from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
@@ -52,8 +52,8 @@ def spec_operations(client):
                 yield method, path, operation
 
 
-def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN):
-    return path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id)
+def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE):
+    return path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
 
 
 def send(client, method, path, headers, body=None):
@@ -71,6 +71,9 @@ VALID_BODIES = {
     ("patch", "/v1/patterns/{pattern_id}"): {"name": "Probe"},
     ("post", "/v1/ingest/events"): {"title": "Probe"},
     ("post", "/v1/ingest/batch"): {"records": [{"title": "Probe"}]},
+    ("post", "/v1/grouping-rules"): {"conditions": {"source": "probe"}, "action": {"pattern_id": MY_PATTERN}},
+    ("patch", "/v1/grouping-rules/{rule_id}"): {"enabled": False},
+    ("delete", "/v1/grouping-rules/{rule_id}"): None,
 }
 
 
@@ -85,6 +88,9 @@ ID_ROUTES = [
     ("patch", "/v1/patterns/{pattern_id}"),
     ("get", "/v1/patterns/{pattern_id}/issues"),
     ("get", "/v1/issues/{issue_id}/similar"),
+    ("get", "/v1/grouping-rules/{rule_id}"),
+    ("patch", "/v1/grouping-rules/{rule_id}"),
+    ("delete", "/v1/grouping-rules/{rule_id}"),
 ]
 
 
@@ -94,18 +100,18 @@ def test_every_id_taking_route_is_probed(client):
 
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
-def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, method, path):
+def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
-        theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN), headers, body)
-        missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999"), headers, body)
+        theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE), headers, body)
+        missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999"), headers, body)
     error = assert_envelope(theirs, 404, "not_found")
-    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN)
+    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
-    assert re.sub(r"\b(iss|pat)_\w+", "<id>", error["message"]) == \
-        re.sub(r"\b(iss|pat)_\w+", "<id>", missing.get_json()["error"]["message"])
+    assert re.sub(r"\b(iss|pat|gru)_\w+", "<id>", error["message"]) == \
+        re.sub(r"\b(iss|pat|gru)_\w+", "<id>", missing.get_json()["error"]["message"])
 
 
 def test_a_pattern_of_another_workspace_cannot_be_linked_on_create(app, client, auth):
@@ -348,7 +354,8 @@ def test_a_body_over_one_mib_is_payload_too_large(app, client, auth, method, pat
     assert_envelope(response, 413, "payload_too_large")
 
 
-@pytest.mark.parametrize("path", ["/v1/issues", "/v1/patterns", f"/v1/patterns/{MY_PATTERN}/issues"])
+@pytest.mark.parametrize("path", ["/v1/issues", "/v1/patterns", f"/v1/patterns/{MY_PATTERN}/issues",
+                                  "/v1/grouping-rules"])
 @pytest.mark.parametrize("limit", ["101", "1000000", "0", "-1"])
 def test_a_page_size_outside_1_to_100_is_refused(client, auth, path, limit):
     response = client.get(f"{path}?limit={limit}", headers=auth())
@@ -377,7 +384,7 @@ def test_an_idempotency_key_over_255_characters_is_refused(app, client, auth):
 
 
 @pytest.mark.parametrize("path", ["/v1/issues/iss_{}", "/v1/issues/iss_{}/close", "/v1/patterns/pat_{}",
-                                  "/v1/patterns/pat_{}/issues"])
+                                  "/v1/patterns/pat_{}/issues", "/v1/grouping-rules/gru_{}"])
 def test_a_very_long_id_in_a_path_is_not_found(app, client, auth, path):
     headers = auth()
     with database_unchanged(app):
@@ -428,7 +435,7 @@ def test_a_read_only_role_is_refused_before_the_resource_is_looked_up(app, clien
     """403 even for an id that does not exist: no existence oracle for unprivileged callers."""
     headers = auth("viewer")
     with database_unchanged(app):
-        response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999"), headers,
+        response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999"), headers,
                         VALID_BODIES[(method, path)])
     assert_envelope(response, 403, "forbidden")
 
@@ -452,6 +459,7 @@ LIST_PARAMETERS = {
     f"/v1/patterns/{MY_PATTERN}/issues": ["status", "severity", "source", "created_after", "created_before", "q",
                                           "sort", "cursor", "limit"],
     f"/v1/issues/{MY_ISSUE}/similar": ["limit"],
+    "/v1/grouping-rules": ["cursor", "limit"],
 }
 
 
@@ -482,7 +490,8 @@ def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, p
     headers = auth()
     with database_unchanged(app):
         for value in HOSTILE:
-            target = concrete(path, urllib.parse.quote(value, safe=""), urllib.parse.quote(value, safe=""))
+            quoted = urllib.parse.quote(value, safe="")
+            target = concrete(path, quoted, quoted, quoted)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 

@@ -87,3 +87,23 @@ def test_a_field_without_a_rendering_is_refused(app):
 
     with app.app_context(), pytest.raises(TypeError, match="no column for the 'nowhere' field"):
         json_row(Unrenderable, Issue)
+
+
+def test_grouping_rule_rows_equal_the_schema_dump(app, client, auth):
+    """Booleans (0/1 on SQLite) and objects kept as JSON columns render as the schema dumps them."""
+    from blueprints.grouping_rules import GroupingRuleSchema
+    from models import GroupingRule
+
+    with app.app_context(), db.connection_context():
+        for enabled, name in ((True, AWKWARD), (False, None)):
+            GroupingRule.create_in("ws_01abc123", {
+                "name": name, "enabled": enabled,
+                "conditions": {"match": {"field": "text", "type": "regex", "pattern": AWKWARD.replace("\\", "")},
+                               "metadata": {"key": "k", "value": AWKWARD}},
+                "action": {"fingerprint": {"domain": "payments", "root_cause": AWKWARD[:100]}}})
+        stored = {rule.id: GroupingRuleSchema().dump(rule) for rule in GroupingRule.select()}
+    listed = client.get("/v1/grouping-rules", headers=auth()).get_json()["data"]
+    assert [item["enabled"] for item in listed] == [True, False]
+    for item in listed:
+        assert item == stored[item["id"]] and list(item) == list(stored[item["id"]])
+        assert client.get(f"/v1/grouping-rules/{item['id']}", headers=auth()).get_json() == item

@@ -23,11 +23,12 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 SEED_IDS = {
     "issue_id": ["iss_01abc123", "iss_01abc124", "iss_02def100"],
     "pattern_id": ["pat_01xyz789", "pat_01xyz790", "pat_02pqr111"],
+    "rule_id": ["gru_01abc123", "gru_02def100"],  # the grouping_rules fixture's
 }
 
 
 @pytest.fixture
-def api_schema(app, auth):
+def api_schema(app, auth, grouping_rules):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 

@@ -1,0 +1,1 @@
+"""Grouping: representation, assignment, team rules, corrections."""
