@@ -6,6 +6,7 @@ import hashlib
 import operator
 
 from . import detection, events
+from .grouping import rules as grouping_rules
 from .base import db, for_update, insert_rows, is_postgres, utcnow
 from .issues import SEVERITY_RISK, Issue
 from .patterns import Pattern
@@ -14,23 +15,31 @@ RECURRENCE_FOR_PATTERN = 2  # issues sharing a fingerprint before a pattern is c
 UPDATABLE = ("title", "description", "severity", "external_url", "team", "metadata")
 
 
-def _fingerprint(record):
-    """The record's own fingerprint, or the inferred one; with the explanation kept on the issue."""
+def _fingerprint(record, rules):
+    """The record's own fingerprint, else the first team rule it meets (which may name a pattern
+    instead), else the vocabulary's inference; with the explanation kept on the issue.
+    Returns (fingerprint or None, explanation, the rule's pattern id or None)."""
     if record.get("fingerprint"):
-        return record["fingerprint"], {"method": "provided"}
+        return record["fingerprint"], {"method": "provided"}, None
+    rule = rules.first_match(record["title"], record.get("description", ""), record["source"],
+                             record.get("team"), record.get("metadata"))
+    if rule is not None:
+        return rule.fingerprint, {"method": "rule", "rule_id": rule.rule_id, "reason": rule.reason,
+                                  "pattern_id": rule.pattern_id}, rule.pattern_id
     found = detection.infer(record["title"], record.get("description", ""))
     if found is None:
-        return None, {"method": "vocabulary", "matched": [], "reason": "no root cause was convincing"}
-    return found.fingerprint, found.explain()
+        return None, {"method": "vocabulary", "matched": [], "reason": "no root cause was convincing"}, None
+    return found.fingerprint, found.explain(), None
 
 
-def _fields(record):
-    fingerprint, explanation = _fingerprint(record)
+def _fields(record, rules):
+    """The issue's columns from a record, and the pattern a team rule sends it to (or None)."""
+    fingerprint, explanation, pattern_id = _fingerprint(record, rules)
     fields = {name: record[name] for name in UPDATABLE if name in record}
     fields.update(fingerprint_domain=fingerprint and fingerprint["domain"],
                   fingerprint_root_cause=fingerprint and fingerprint["root_cause"],
                   detection=explanation)
-    return fields
+    return fields, pattern_id
 
 
 def _existing(workspace_id, records):
@@ -138,8 +147,12 @@ class _Grouper:
         issue.save(only=[Issue.pattern, Issue.updated_at])
         events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
 
-    def place(self, issue):
-        """Link a stored issue to its fingerprint's pattern; create the pattern on recurrence."""
+    def place(self, issue, rule_pattern_id=None):
+        """Link a stored issue to the pattern a team rule names, else to its fingerprint's
+        pattern; create the fingerprint's pattern on recurrence."""
+        if rule_pattern_id is not None:
+            self._link(issue, rule_pattern_id)
+            return
         if issue.fingerprint_domain is None:
             return
         key = (issue.fingerprint_domain, issue.fingerprint_root_cause)
@@ -182,27 +195,28 @@ def ingest(workspace_id, records):
     """Store validated records as issues, group them, and return their ids in order."""
     now = utcnow()
     # Detection is CPU work: done before the transaction, so no lock waits on it.
-    prepared = [(record, _fields(record)) for record in records]
+    rules = grouping_rules.rules_for(workspace_id)
+    prepared = [(record, *_fields(record, rules)) for record in records]
     keys = {(fields["fingerprint_domain"], fields["fingerprint_root_cause"])
-            for _, fields in prepared if fields["fingerprint_domain"]}
+            for _, fields, rule_pattern in prepared if fields["fingerprint_domain"] and rule_pattern is None}
     with events.transaction():
         grouper = _Grouper(workspace_id, now, keys)
         known = {key: grouper.track(issue) for key, issue in _existing(workspace_id, records).items()}
         rows, plan = {}, []  # plan: per record, ("new", row id) or ("known", Issue)
-        for record, fields in prepared:
+        for record, fields, rule_pattern in prepared:
             key = (record["source"], record.get("external_id"))
             pending = rows.get(key) if key[1] is not None else None
             if key in known:
-                plan.append(("known", known[key], fields))
+                plan.append(("known", known[key], fields, rule_pattern))
             elif pending is not None:  # the same failure twice in one batch: last one wins
-                pending.update(fields)
-                plan.append(("new", pending["id"], fields))
+                pending.update(fields, pattern=rule_pattern or pending["pattern"])
+                plan.append(("new", pending["id"], fields, rule_pattern))
             else:
                 domain, root_cause = fields["fingerprint_domain"], fields["fingerprint_root_cause"]
-                pattern_id = grouper.pattern_id((domain, root_cause)) if domain else None
+                pattern_id = rule_pattern or (grouper.pattern_id((domain, root_cause)) if domain else None)
                 row = _new_row(workspace_id, record, fields, pattern_id, now)
                 rows[key if key[1] is not None else row["id"]] = row
-                plan.append(("new", row["id"], fields))
+                plan.append(("new", row["id"], fields, rule_pattern))
         inserted = _insert(list(rows.values())) if rows else set()
         created = {row["id"]: grouper.track(Issue(**row), new=True) for row in rows.values() if row["id"] in inserted}
         lost = [row for row in rows.values() if row["id"] not in inserted]
@@ -211,13 +225,13 @@ def ingest(workspace_id, records):
         for issue in created.values():
             events.record(workspace_id, "issue.created", issue=issue)
         ids = []
-        for kind, target, fields in plan:
+        for kind, target, fields, rule_pattern in plan:
             if kind == "new" and target in created:
                 issue = created[target]
             else:  # an earlier delivery, or a concurrent one that won the insert
                 issue = target if kind == "known" else known[_key_of(rows, target)]
                 _refresh(issue, fields, now)
-            grouper.place(issue)
+            grouper.place(issue, rule_pattern)
             ids.append(issue.id)
         Pattern.links_changed(workspace_id, grouper.moves(), new=grouper.created, rescore=True)
     return ids

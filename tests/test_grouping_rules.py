@@ -381,3 +381,51 @@ def test_globs_follow_fnmatch_case_insensitively(glob, text, matches):
     program = rules.compile_re2(glob_to_re2(glob))
     assert (program.search(text.encode()) is not None) == matches
     assert fnmatch.fnmatchcase(text.lower(), glob.lower()) == matches
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules at ingestion: before the vocabulary, a fingerprint or a pattern, explained
+
+def ingest_one(client, headers, **record):
+    response = client.post("/v1/ingest/events", headers=headers, json={"source": "sentry", **record})
+    assert response.status_code == 202, response.get_json()
+    return client.get(f"/v1/issues/{response.get_json()['issue_ids'][0]}", headers=headers).get_json()
+
+
+def test_a_fingerprint_rule_overrides_the_vocabulary_and_patterns_form_on_recurrence(client, auth):
+    headers = auth()
+    rule = create(client, headers)
+    # This title alone would make the vocabulary name a TLS or token cause; the rule comes first.
+    first = ingest_one(client, headers, title="JWKS fetch failed: certificate has expired", external_id="a")
+    assert first["fingerprint"] == FINGERPRINT
+    assert first["detection"]["method"] == "rule" and first["detection"]["rule_id"] == rule["id"]
+    assert first["detection"]["reason"] == 'title contains "jwks"'
+    second = ingest_one(client, headers, title="jwks refresh timed out", external_id="b")
+    assert second["pattern_id"] is not None
+    assert client.get(f"/v1/issues/{first['id']}", headers=headers).get_json()["pattern_id"] == second["pattern_id"]
+
+
+def test_a_pattern_rule_links_the_issue_to_that_pattern_and_counts_it(client, auth, grouping_rules):
+    headers = auth()
+    before = client.get("/v1/patterns/pat_01xyz789", headers=headers).get_json()["issue_count"]
+    issue = ingest_one(client, headers, title="Upstream gateway timeout on /checkout", external_id="gt-1")
+    assert issue["pattern_id"] == "pat_01xyz789"
+    assert issue["detection"] == {"method": "rule", "rule_id": grouping_rules[0], "pattern_id": "pat_01xyz789",
+                                  "reason": 'title contains "gateway timeout"'}
+    assert client.get("/v1/patterns/pat_01xyz789", headers=headers).get_json()["issue_count"] == before + 1
+
+
+def test_a_disabled_rule_leaves_placement_to_the_vocabulary(client, auth):
+    headers = auth()
+    rule = create(client, headers)
+    assert client.patch(f"/v1/grouping-rules/{rule['id']}", headers=headers,
+                        json={"enabled": False}).status_code == 200
+    issue = ingest_one(client, headers, title="JWKS fetch failed", external_id="c")
+    assert issue["detection"]["method"] != "rule"
+
+
+def test_each_workspace_is_placed_by_its_own_rules(client, auth, grouping_rules):
+    mine = ingest_one(client, auth(), title="gateway timeout again", external_id="gt-2")
+    theirs = ingest_one(client, auth(workspace=OTHER_WORKSPACE), title="gateway timeout again", external_id="gt-2")
+    assert (mine["pattern_id"], mine["detection"]["rule_id"]) == ("pat_01xyz789", grouping_rules[0])
+    assert (theirs["pattern_id"], theirs["detection"]["rule_id"]) == ("pat_02pqr111", grouping_rules[1])
