@@ -50,6 +50,24 @@ def init_app(app):
         for kind, (row_id, state) in rows.items():
             click.echo(f"{kind}: {row_id} ({state})")
 
+    @app.cli.command("regroup")
+    @click.option("--workspace", required=True, help="Workspace id.")
+    @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+    def regroup_command(workspace, dry_run):
+        """Re-place a workspace's unpinned issues by similarity and merge patterns that now read
+        alike (never pinned issues, never a split pair). Prints every move and merge."""
+        from models.grouping import corrections
+
+        schema.migrate()
+        with db.connection_context():
+            plan = corrections.regroup(workspace, apply=not dry_run)
+        for issue_id, before, after in plan["moves"]:
+            click.echo(f"move {issue_id}: {before or '(none)'} -> {after or '(none)'}")
+        for source, target, score in plan["merges"]:
+            click.echo(f"merge {source} into {target} (score {score})")
+        verb = "would make" if dry_run else "made"
+        click.echo(f"{verb} {len(plan['moves'])} moves and {len(plan['merges'])} merges")
+
     @app.cli.command("generate")
     @click.option("--workspace", required=True, help="Workspace id; created (with an owner) if missing.")
     @click.option("--issues", type=click.IntRange(min=0), default=1000, show_default=True)

@@ -9,7 +9,7 @@ from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
 from app.rendering import rendered_object
 from models import ISSUE_STATUSES, SEVERITIES, Issue
-from models.ingest import similar
+from models.grouping import similarity
 from models.issues import BULK_OPS
 
 blp = Blueprint("issues", __name__, url_prefix="/v1", protector=protector,
@@ -38,7 +38,11 @@ class IssueSchema(ma.Schema):
     fingerprint = ma.fields.Nested("FingerprintSchema", required=True, allow_none=True, metadata={
         "description": "The root cause detection assigned at ingestion, if any."})
     detection = ma.fields.Dict(required=True, allow_none=True, metadata={
-        "description": "Why: the method (provided/vocabulary), score and matched signals."})
+        "description": "How it was placed: `method` (provided, rule, vocabulary, similarity, manual), "
+                       "`pattern_id`, `score` and `threshold`, `runner_up`, the vocabulary's matched "
+                       "signals, `model_version`."})
+    pinned = ma.fields.Boolean(required=True, metadata={
+        "description": "A person placed it: automatic grouping never moves it."})
 
 
 class FingerprintSchema(ma.Schema):
@@ -53,7 +57,10 @@ class SimilarQuerySchema(ma.Schema):
 
 class SimilarItemSchema(ma.Schema):
     issue = ma.fields.Nested(IssueSchema, required=True)
-    score = ma.fields.Float(required=True, metadata={"minimum": 0, "maximum": 1})
+    score = ma.fields.Float(required=True, metadata={
+        "minimum": -1, "maximum": 1, "description": "Similarity of the two texts as grouping compares them."})
+    would_group = ma.fields.Boolean(required=True, metadata={
+        "description": "The score clears the workspace's grouping threshold."})
 
 
 class SimilarListSchema(ma.Schema):
@@ -74,7 +81,12 @@ class IssueWriteFields(ma.Schema):
 
 
 class IssueUpdateSchema(IssueWriteFields):
-    """Any subset of the writable fields; `pattern_id: null` unlinks."""
+    """Any subset of the writable fields. Sending `pattern_id` (a pattern, or null to unlink)
+    places the issue by hand: it is pinned there. `pinned: false` hands it back to automatic
+    grouping."""
+
+    pinned = ma.fields.Boolean(validate=ma.validate.Equal(False, error="Only false: pin by sending pattern_id."),
+                               metadata={"description": "Only `false`: unpin, and place it automatically."})
 
 
 class IssueCreateSchema(IssueWriteFields):
@@ -194,6 +206,16 @@ def bulk_update(body):
 @blp.response(200, SimilarListSchema)
 @blp.errors(404)
 def similar_issues(args, issue_id):
-    """The issues most like this one (same root cause, similar words), scored 0-1."""
+    """The issues most like this one, as grouping scores them, and whether they would group."""
     issue = Issue.get_in_workspace(issue_id, current_principal().workspace_id)
-    return {"data": [{"issue": other, "score": score} for other, score in similar(issue, args["limit"])]}
+    return {"data": [{"issue": other, "score": score, "would_group": would}
+                     for other, score, would in similarity.neighbours(issue, args["limit"])]}
+
+
+@blp.route('/issues/<id("iss"):issue_id>/reanalyze', methods=["POST"])
+@blp.auth_required("issues:write")
+@blp.response(200, IssueSchema)
+@blp.errors(404, 409)
+def reanalyze_issue(issue_id):
+    """Place an unpinned issue afresh, as if it had just arrived (`detection` says where and why)."""
+    return Issue.reanalyze_in(issue_id, current_principal().workspace_id)

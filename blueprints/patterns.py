@@ -10,6 +10,8 @@ from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
 from app.rendering import rendered_object
 from blueprints.issues import FingerprintSchema, IssueListSchema, IssueQuerySchema, IssueSchema
 from models import PATTERN_STATUSES, Issue, Pattern
+from models.grouping import corrections
+from models.patterns import WRITABLE_STATUSES
 
 blp = Blueprint("patterns", __name__, url_prefix="/v1", protector=protector,
                 description="Patterns: issues that share a root cause, with a risk score.")
@@ -28,6 +30,8 @@ class PatternSchema(ma.Schema):
                              metadata={"description": "Newest linked issue's created_at (derived)."})
     fingerprint = ma.fields.Nested(FingerprintSchema, required=True, allow_none=True)
     tags = ma.fields.List(ma.fields.String(), required=True)
+    merged_into = ma.fields.String(required=True, allow_none=True, attribute="merged_into_id", metadata={
+        "description": "For a `merged` pattern, the pattern its issues moved to; else null."})
     created_at = Timestamp(required=True)
     updated_at = Timestamp(required=True)
 
@@ -35,7 +39,8 @@ class PatternSchema(ma.Schema):
 class PatternWriteFields(ma.Schema):
     name = ma.fields.String(validate=Length(1, 200))
     description = ma.fields.String(validate=Length(max=10_000))
-    status = ma.fields.String(validate=ma.validate.OneOf(PATTERN_STATUSES))
+    status = ma.fields.String(validate=ma.validate.OneOf(WRITABLE_STATUSES), metadata={
+        "description": "`merged` is set by a merge only."})
     risk_score = ma.fields.Integer(strict=True, validate=ma.validate.Range(0, 100))
     fingerprint = ma.fields.Nested(FingerprintSchema, allow_none=True)
     tags = ma.fields.List(ma.fields.String(validate=Length(1, 50)), validate=Length(max=20))
@@ -50,7 +55,8 @@ class PatternCreateSchema(PatternWriteFields):
 
 
 class PatternQuerySchema(PageArgsSchema):
-    status = CommaList(PATTERN_STATUSES)
+    status = CommaList(PATTERN_STATUSES, metadata={
+        "description": "Comma-separated statuses; without it, every status but `merged`."})
     domain = CommaList(metadata={"description": "Comma-separated fingerprint domains."})
     risk_min = ma.fields.Integer(validate=ma.validate.Range(0, 100))
     risk_max = ma.fields.Integer(validate=ma.validate.Range(0, 100))
@@ -64,6 +70,19 @@ class PatternQuerySchema(PageArgsSchema):
 
 
 PatternListSchema = list_schema(PatternSchema, "PatternList")
+
+class MergeSchema(ma.Schema):
+    source_pattern_ids = ma.fields.List(ma.fields.String(validate=[Length(5, 40), ma.validate.Regexp(
+        r"^pat_[A-Za-z0-9]+$")]), required=True, validate=Length(1, 100), metadata={
+        "description": "The patterns merged into this one (1-100)."})
+
+
+class SplitSchema(ma.Schema):
+    issue_ids = ma.fields.List(ma.fields.String(validate=[Length(5, 40), ma.validate.Regexp(
+        r"^iss_[A-Za-z0-9]+$")]), required=True, validate=Length(1, 500), metadata={
+        "description": "Members of this pattern that form the new one (1-500); at least one must stay."})
+    name = ma.fields.String(validate=Length(1, 200), metadata={
+        "description": "The new pattern's name (default: this one's, with \" (split)\")."})
 
 
 @blp.route("/patterns")
@@ -102,6 +121,29 @@ class PatternById(MethodView):
     def patch(self, changes, pattern_id):
         """Update a pattern."""
         return Pattern.update_in(pattern_id, current_principal().workspace_id, changes)
+
+
+@blp.route('/patterns/<id("pat"):pattern_id>/merge', methods=["POST"])
+@blp.auth_required("patterns:write")
+@blp.arguments(MergeSchema)
+@blp.response(200, PatternSchema)
+@blp.errors(404, 422)
+def merge_patterns(body, pattern_id):
+    """Merge patterns into this one: their issues move here (pinned), they become `merged`.
+    Later reports like theirs join this pattern."""
+    return corrections.merge(current_principal().workspace_id, pattern_id, body["source_pattern_ids"])
+
+
+@blp.route('/patterns/<id("pat"):pattern_id>/split', methods=["POST"])
+@blp.auth_required("patterns:write")
+@blp.arguments(SplitSchema)
+@blp.response(201, PatternSchema, headers={"Location": {"schema": {"type": "string"}}})
+@blp.errors(404, 422)
+def split_pattern(body, pattern_id):
+    """Split some issues off into a new pattern (pinned there). The two are never merged again
+    by automatic grouping."""
+    new = corrections.split(current_principal().workspace_id, pattern_id, body["issue_ids"], body.get("name"))
+    return new, {"Location": url_for("patterns.PatternById", pattern_id=new.id)}
 
 
 @blp.route('/patterns/<id("pat"):pattern_id>/issues')

