@@ -197,8 +197,9 @@ def test_close_and_bulk_emit_per_issue_events(live):
     ws = live.connect()
     try:
         connected(ws)
-        first = live.post("/v1/issues", title="bulk one")
-        second = live.post("/v1/issues", title="bulk two")
+        # Unlike each other, so that only the bulk link groups them.
+        first = live.post("/v1/issues", title="Checkout latency above 2s for card payments")
+        second = live.post("/v1/issues", title="Nightly backup job could not mount the NFS share")
         live.post(f"/v1/issues/{first['id']}/close")
         live.post("/v1/issues/bulk", ids=[first["id"], second["id"]], op="link_pattern", value="pat_01xyz791")
         got = frames(ws, until=lambda f: f["type"] == "pattern.detected" and f["payload"]["pattern"]["id"] == "pat_01xyz791")
@@ -285,6 +286,7 @@ def latest_event_id(live):
 
 
 def test_reconnect_with_since_replays_exactly_what_was_missed(live):
+    live.patch("/v1/issues/iss_01abc131", pattern_id=None)  # pinned: edits of its text do not move it
     last = latest_event_id(live)
     for n in range(50):
         live.patch("/v1/issues/iss_01abc131", title=f"missed {n}")  # one issue.updated each
