@@ -28,7 +28,7 @@ from ..patterns import Pattern
 from . import representation
 
 DEFAULT_THRESHOLD = 0.25
-THRESHOLD_FLOOR, THRESHOLD_CEILING = 0.15, 0.60
+THRESHOLD_FLOOR, THRESHOLD_CEILING = 0.10, 0.60
 PAIR_MARGIN = 0.05  # two lone issues need a little more than an issue joining a pattern
 PRIOR_WEIGHT = 3.0  # a source's mean is shrunk toward zero while it has few issues
 WAITING_LIMIT = 500  # the most recent unlinked issues a new one may pair with
