@@ -135,7 +135,7 @@ class ServiceAccount(WorkspaceScoped, BaseModel):
             if cls.in_workspace(workspace_id).count() >= MAX_SERVICE_ACCOUNTS:
                 raise RuleViolation("name", f"A workspace has at most {MAX_SERVICE_ACCOUNTS} service accounts")
             _unique_name(cls.in_workspace(workspace_id), cls.name, data["name"], "service account")
-            return _insert(cls, data["name"], "service account", id=cls.next_id(), workspace=workspace_id,
+            return _insert(cls, "service account", id=cls.next_id(), workspace=workspace_id,
                            created_by=created_by, **data)
 
     @classmethod
@@ -209,7 +209,7 @@ class ApiToken(BaseModel):
 
     @classmethod
     def create_personal(cls, user_id, workspace_id, data, granted):
-        """A new personal token and its secret, shown this once: (token, secret)."""
+        """A new personal token; its `secret` (on this object only, never stored) is shown this once."""
         check_scopes(data["scopes"], granted)
         with db.atomic():
             return cls._mint(cls.personal(user_id, workspace_id), PERSONAL_PREFIX, data,
@@ -229,15 +229,16 @@ class ApiToken(BaseModel):
             raise RuleViolation("name", f"At most {MAX_TOKENS_PER_OWNER} tokens each; delete expired ones first")
         _unique_name(siblings, cls.name, data["name"], "token")
         secret = new_secret(prefix)
-        token = _insert(cls, data["name"], "token", id=cls.next_id(), name=data["name"],
+        token = _insert(cls, "token", id=cls.next_id(), name=data["name"],
                         scope=" ".join(dict.fromkeys(data["scopes"])), allowed_cidrs=data.get("allowed_cidrs", []),
                         token_hash=digest(secret), last_four=secret[-4:], expires_at=expiry(data), **owner)
-        return token, secret
+        token.secret = secret
+        return token
 
     @classmethod
     def rotate_personal(cls, token_id, user_id, workspace_id):
         """A new secret for the token (same id, name, scopes and expiry); the old one stops
-        working at once. Returns (token, secret)."""
+        working at once. The new `secret` is on the returned object only."""
         with db.atomic():
             token = cls.get_personal(token_id, user_id, workspace_id, lock=True)
             if token.status == "expired":
@@ -245,7 +246,8 @@ class ApiToken(BaseModel):
             secret = new_secret(PERSONAL_PREFIX)
             token.token_hash, token.last_four, token.rotated_at = digest(secret), secret[-4:], utcnow()
             token.save()
-        return token, secret
+        token.secret = secret
+        return token
 
     @classmethod
     def revoke_personal(cls, token_id, user_id, workspace_id):
@@ -354,6 +356,6 @@ class _conflict_on_duplicate:
         return False
 
 
-def _insert(model, name, noun, **fields):
-    with _conflict_on_duplicate(name, noun):
+def _insert(model, noun, **fields):
+    with _conflict_on_duplicate(fields["name"], noun):
         return model.create(**fields)
