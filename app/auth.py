@@ -67,8 +67,8 @@ def start_session(user_id, workspace_id, scopes):
 
 
 class Principal:
-    """Who is calling, whatever proved it: what every route, the rate limiter and the audit
-    log read. `kind` is "user" (a signed-in member's session), "api_token" (a member's
+    """Who is calling, whatever proved it: the one object routes read (and the audit log and
+    a per-caller rate limit are to read). `kind` is "user" (a signed-in member's session), "api_token" (a member's
     personal token, acting for them) or "service_account"; `user_id` is None for a service
     account; `id` is the user's, the token's or the service account's; `display` labels it
     for people and logs; `token_id` and `expires_at` are an API token's (None for a session).

@@ -224,6 +224,17 @@ def test_names_are_unique_per_owner(client, auth):
     assert_envelope(dup, 409, "conflict")
 
 
+def test_renaming_a_service_account_onto_another_name_is_a_conflict(client, auth):
+    headers = auth()
+    first = client.post("/v1/service-accounts", headers=headers, json={"name": "deploy"}).get_json()
+    client.post("/v1/service-accounts", headers=headers, json={"name": "backup"})
+    renamed = client.patch(f"/v1/service-accounts/{first['id']}", headers=headers, json={"name": "backup"})
+    assert_envelope(renamed, 409, "conflict")
+    described = client.patch(f"/v1/service-accounts/{first['id']}", headers=headers,
+                             json={"name": "deploy", "description": "Deploys from CI"})
+    assert described.get_json()["description"] == "Deploys from CI"
+
+
 def test_another_members_tokens_do_not_exist_for_you(client, auth, api_tokens):
     for response in (client.post(f"/v1/api-tokens/{MY_TOKEN}/rotate", headers=auth("analyst")),
                      client.delete(f"/v1/api-tokens/{MY_TOKEN}", headers=auth("analyst")),
