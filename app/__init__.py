@@ -3,6 +3,7 @@ import logging
 
 from flask import Flask
 
+from . import auth as authentication
 from . import clerk, cli, config, events, ratelimit, requests
 from .api import CommaList
 from .errors import register_error_handlers
@@ -26,7 +27,7 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import auth, grouping_rules, ingest, issues, meta, patterns, stream
+    from blueprints import auth, grouping_rules, ingest, issues, meta, patterns, stream, tokens
     from models import Issue, Pattern, db, make_database
 
     app = Flask(__name__)
@@ -40,17 +41,19 @@ def create_app(overrides=None):
 
     db.initialize(make_database(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"]))
     requests.init_app(app)
+    authentication.init_app(app)
     register_error_handlers(app)
     ratelimit.configure(app)
     limiter.init_app(app)
     cors.init_app(app, resources={r"/v1/*": {"origins": app.config["CORS_ORIGINS"]}},
                   allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
                   expose_headers=["X-Request-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining",
-                                  "Retry-After", "Location", "Idempotent-Replayed"],
+                                  "Retry-After", "Location", "Idempotent-Replayed",
+                                  authentication.EXPIRATION_HEADER],
                   max_age=600)
     api.init_app(app)
     api.register_field(CommaList, "string", None)
-    for module in (meta, auth, issues, patterns, grouping_rules, ingest):
+    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)

@@ -11,7 +11,7 @@ from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import BaseConverter
 
-from .auth import require_scope
+from .auth import EXPIRATION_HEADER, require_scope
 from .errors import ErrorSchema, handle_http_exception
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
@@ -58,6 +58,8 @@ def _header(description, type_="string", required=True):
 
 REQUEST_ID_HEADER = {"X-Request-Id": _header("Echoes a safe client X-Request-Id, else a new id; "
                                              "equals `error.trace_id`.")}
+EXPIRATION_HEADERS = {EXPIRATION_HEADER: _header("When the API token this request was made with expires "
+                                                 "(RFC 3339); sent only to API tokens.", required=False)}
 BUDGET_HEADERS = {"X-RateLimit-Limit": _header("Requests allowed per window.", "integer"),
                   "X-RateLimit-Remaining": _header("Requests left in this window.", "integer")}
 # Headers of the shared error responses, beyond X-Request-Id.
@@ -71,11 +73,12 @@ ERROR_HEADERS = {
 class CommonResponses(BasePlugin):
     """What any operation can meet whatever its view does, documented once, here: a 413 where
     it reads a body, a 429 and the budget headers where the rate limit applies, and
-    X-Request-Id on every response."""
+    X-Request-Id on every response, and the API token's expiry where a token is required."""
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         limited = is_limited(path)
         for operation in (operations or {}).values():
+            expiring = EXPIRATION_HEADERS if operation.get("security") else {}
             responses = operation.setdefault("responses", {})
             if "requestBody" in operation:
                 responses.setdefault(413, "REQUEST_ENTITY_TOO_LARGE")
@@ -86,7 +89,7 @@ class CommonResponses(BasePlugin):
                 # a 101 is the WebSocket handshake, answered before the app's headers exist.
                 if isinstance(response, dict) and int(status) >= 200:
                     response["headers"] = {**REQUEST_ID_HEADER, **(BUDGET_HEADERS if limited else {}),
-                                           **response.get("headers", {})}
+                                           **expiring, **response.get("headers", {})}
 
 
 class Api(flask_smorest.Api):
@@ -130,14 +133,15 @@ class Blueprint(flask_smorest.Blueprint):
         # An instance, built once: given the class, webargs builds (and deep-copies) one per request.
         return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
 
-    def auth_required(self, scope=None):
-        """Require a bearer token (with `scope`, if given); documents the security and 401/403/503."""
+    def auth_required(self, scope=None, members_only=False):
+        """Require a bearer token (with `scope`, if given; a signed-in member's session, not an
+        API token, if `members_only`); documents the security and 401/403/503."""
 
         def decorator(func):
-            guarded = require_scope(self._protector, scope)(func)
+            guarded = require_scope(self._protector, scope, members_only)(func)
             guarded = self.doc(security=[{"bearerAuth": [scope] if scope else []}])(guarded)
             # 503: the token's session is looked up in the database on every call.
-            return self.errors(*((401, 403, 503) if scope else (401, 503)))(guarded)
+            return self.errors(*((401, 403, 503) if scope or members_only else (401, 503)))(guarded)
 
         return decorator
 

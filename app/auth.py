@@ -1,4 +1,5 @@
-"""Causeloop access tokens: HS256 JWTs (joserfc) checked by Authlib's resource protector."""
+"""Who is calling: session JWTs (HS256, joserfc) and API tokens (`clp_…`), both checked by
+Authlib's resource protector, and the one principal they produce."""
 import functools
 import time
 import uuid
@@ -6,14 +7,18 @@ import uuid
 from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError
-from flask import current_app
+from flask import current_app, g
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from models import AuthSession, RefreshToken
+from models import ApiToken, AuthSession, RefreshToken
+from models.tokens import TOKEN_PREFIX
 
 from .errors import WWW_AUTHENTICATE, ApiError
+from .ratelimit import client_ip
+
+EXPIRATION_HEADER = "Causeloop-Authentication-Token-Expiration"
 
 ALGORITHM = "HS256"
 ISSUER = "causeloop"
@@ -61,10 +66,41 @@ def start_session(user_id, workspace_id, scopes):
     return {**grant_tokens(session), "refresh_token": refresh}
 
 
-class AccessToken(dict):
-    """Validated claims, plus what the database says of the session right now."""
+class Principal:
+    """Who is calling, whatever proved it: the one object routes read (and the audit log and
+    a per-caller rate limit are to read). `kind` is "user" (a signed-in member's session), "api_token" (a member's
+    personal token, acting for them) or "service_account"; `user_id` is None for a service
+    account; `id` is the user's, the token's or the service account's; `display` labels it
+    for people and logs; `token_id` and `expires_at` are an API token's (None for a session).
 
+    Also what Authlib's validator checks (is_expired, is_revoked, get_scope)."""
+
+    kind = id = workspace_id = user_id = display = token_id = expires_at = None
+    scopes = ()
+
+    def is_expired(self):
+        return False
+
+    def is_revoked(self):
+        return False
+
+    def get_scope(self):
+        return " ".join(self.scopes)
+
+
+class AccessToken(dict, Principal):
+    """A session JWT's validated claims, plus what the database says of the session right now."""
+
+    kind = "user"
     _live_scopes = None
+
+    @property
+    def id(self):
+        return self["sub"]
+
+    @property
+    def display(self):
+        return self["sub"]
 
     @property
     def user_id(self):
@@ -104,20 +140,51 @@ class JWTBearerValidator(BearerTokenValidator):
         return AccessToken(token.claims)
 
 
+class ApiTokenPrincipal(Principal):
+    """An API token that checked out: a member's personal token or a service account's."""
+
+    def __init__(self, live):
+        self.kind = "api_token" if live.user_id is not None else "service_account"
+        self.id = live.token_id if live.user_id is not None else live.service_account_id
+        self.token_id, self.workspace_id, self.user_id = live.token_id, live.workspace_id, live.user_id
+        self.scopes, self.expires_at, self.display = live.scopes, live.expires_at, live.display
+
+
+class ApiTokenValidator(BearerTokenValidator):
+    def authenticate_token(self, token_string):
+        live = ApiToken.authenticate(token_string.strip(), client_ip())
+        return None if live is None else ApiTokenPrincipal(live)
+
+
+class BearerValidator(BearerTokenValidator):
+    """The protector's one validator for "Bearer": Authlib keeps a single validator per token
+    type, so API tokens (`clp_…`) and session JWTs are told apart here, by prefix."""
+
+    def __init__(self, realm=None, **extra_attributes):
+        super().__init__(realm, **extra_attributes)
+        self.jwt = JWTBearerValidator(realm, **extra_attributes)
+        self.api_token = ApiTokenValidator(realm, **extra_attributes)
+
+    def authenticate_token(self, token_string):
+        is_api_token = token_string.strip().startswith(TOKEN_PREFIX)
+        return (self.api_token if is_api_token else self.jwt).authenticate_token(token_string)
+
+
 def build_protector():
     protector = ResourceProtector()
-    protector.register_token_validator(JWTBearerValidator(realm="causeloop"))
+    protector.register_token_validator(BearerValidator(realm="causeloop"))
     return protector
 
 
-def require_scope(protector, scope=None):
-    """Decorator: a valid access token (carrying `scope`, if given), else 401 / 403 in the envelope."""
+def require_scope(protector, scope=None, members_only=False):
+    """Decorator: a valid access token (carrying `scope`, if given; a signed-in member's
+    session, if `members_only`), else 401 / 403 in the envelope."""
 
     def decorator(func):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             try:
-                protector.acquire_token(None if scope is None else [scope])
+                principal = protector.acquire_token(None if scope is None else [scope])
             except InsufficientScopeError:
                 raise ApiError(403, f"This token lacks the {scope} scope",
                                details={"required_scope": scope}) from None
@@ -127,6 +194,9 @@ def require_scope(protector, scope=None):
                            else "The access token is invalid, expired or revoked")
                 header = WWW_AUTHENTICATE if missing else f'{WWW_AUTHENTICATE}, error="invalid_token"'
                 raise ApiError(401, message, headers={"WWW-Authenticate": header}) from None
+            if members_only and principal.kind != "user":
+                raise ApiError(403, "API tokens cannot manage API tokens or service accounts; "
+                                    "use a signed-in member's access token")
             return func(*args, **kwargs)
 
         return wrapper
@@ -135,5 +205,15 @@ def require_scope(protector, scope=None):
 
 
 def current_principal():
-    """The validated token of the request being served."""
+    """The Principal of the request being served."""
     return current_token._get_current_object()
+
+
+def init_app(app):
+    @app.after_request
+    def announce_expiry(response):
+        """A request made with an API token learns when that token expires, on every response."""
+        principal = g.get("authlib_server_oauth2_token")
+        if principal is not None and principal.token_id is not None:
+            response.headers[EXPIRATION_HEADER] = principal.expires_at.isoformat() + "Z"
+        return response

@@ -7,7 +7,7 @@ from flask import g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from models import Conflict, NotFound, RuleViolation
+from models import Conflict, Forbidden, NotFound, RuleViolation
 
 log = logging.getLogger("causeloop.errors")
 
@@ -142,6 +142,10 @@ def register_error_handlers(app):
     @app.errorhandler(RuleViolation)
     def rule_violation(error):
         return envelope(422, "unprocessable", error.message, {error.field: [error.message]})
+
+    @app.errorhandler(Forbidden)
+    def forbidden(error):
+        return envelope(403, "forbidden", error.message, error.details)
 
     @app.errorhandler(Conflict)
     def conflict(error):

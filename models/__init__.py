@@ -3,19 +3,20 @@ from .accounts import (ALL_SCOPES, ROLE_SCOPES, ROLES, AuthSession, Membership,
                        Organization, RefreshToken, User, Workspace, provision_owner)
 from .events import Event, EventCounter
 from .idempotency import IdempotencyKey
-from .base import Conflict, NotFound, RuleViolation, db, make_database, new_id, utcnow
+from .base import Conflict, Forbidden, NotFound, RuleViolation, db, make_database, new_id, utcnow
 from .issues import ISSUE_STATUSES, SEVERITIES, Issue
 from .patterns import PATTERN_STATUSES, Pattern
 from .grouping.rules import GroupingRule, GroupingRuleVersion
 from .grouping.similarity import CannotLink, GroupingCorrection, GroupingSettings, SourceProfile
+from .tokens import ApiToken, ServiceAccount
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
           EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,
-          GroupingSettings, GroupingCorrection, CannotLink]
+          GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken]
 
 __all__ = [
     "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
-    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "Conflict", "NotFound", "RuleViolation",
+    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "ApiToken", "ServiceAccount", "Conflict", "Forbidden", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

@@ -215,3 +215,12 @@ class Conflict(ValueError):
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+class Forbidden(PermissionError):
+    """The caller may not do this, whatever the object (HTTP 403)."""
+
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details

@@ -7,7 +7,7 @@ import pytest
 import fixtures
 from app import create_app
 from app.auth import start_session
-from models import ROLE_SCOPES, Membership, User, db
+from models import ROLE_SCOPES, ApiToken, Membership, ServiceAccount, User, db
 
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 TEST_DATABASE_URL = os.environ.get("DATABASE_URL", "")
@@ -112,3 +112,33 @@ def grouping_rules(app):
                 "action": {"pattern_id": pattern}})
             GroupingRule.update(id=rule_id).where(GroupingRule.id == rule.id).execute()
     return MY_RULE, THEIR_RULE
+
+
+MY_TOKEN, THEIR_TOKEN = "tok_01abc123", "tok_02def100"
+MY_ACCOUNT, THEIR_ACCOUNT = "sva_01abc123", "sva_02def100"
+MY_ACCOUNT_TOKEN, THEIR_ACCOUNT_TOKEN = "tok_01abc124", "tok_02def101"
+
+
+@pytest.fixture
+def api_tokens(app):
+    """In each seed workspace, with short fixed ids: a personal token of the owner that auth()
+    signs in as, and a service account with one token. Returns their secrets by token id."""
+    secrets = {}
+    with app.app_context(), db.connection_context():
+        for workspace, ids in ((SEED_WORKSPACE, (MY_TOKEN, MY_ACCOUNT, MY_ACCOUNT_TOKEN)),
+                               (OTHER_WORKSPACE, (THEIR_TOKEN, THEIR_ACCOUNT, THEIR_ACCOUNT_TOKEN))):
+            token_id, account_id, account_token_id = ids
+            user_id = f"usr_test_owner_{workspace}"
+            User.get_or_create(id=user_id, defaults={"email": "owner@example.test"})
+            Membership.get_or_create(user=user_id, workspace=workspace,
+                                     defaults={"id": f"mem_{user_id}", "role": "owner"})
+            body = {"name": "Probe token", "scopes": ["issues:read", "ingest:write"], "expires_in_days": 30}
+            personal = ApiToken.create_personal(user_id, workspace, body, ROLE_SCOPES["owner"])
+            account = ServiceAccount.create_in(workspace, {"name": "Probe account"}, created_by=user_id)
+            ServiceAccount.update(id=account_id).where(ServiceAccount.id == account.id).execute()
+            machine = ApiToken.create_for_service_account(account_id, workspace, body, ROLE_SCOPES["owner"],
+                                                          created_by=user_id)
+            for token, fixed_id in ((personal, token_id), (machine, account_token_id)):
+                ApiToken.update(id=fixed_id).where(ApiToken.id == token.id).execute()
+                secrets[fixed_id] = token.secret
+    return secrets

@@ -18,7 +18,8 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import MY_RULE, OTHER_WORKSPACE, TEST_SECRET, THEIR_RULE
+from conftest import (MY_ACCOUNT, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT, THEIR_RULE,
+                      THEIR_TOKEN)
 from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
@@ -56,8 +57,10 @@ def spec_operations(client):
                 yield method, path, operation
 
 
-def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE):
-    return path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
+def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE, token_id=MY_TOKEN,
+             account_id=MY_ACCOUNT):
+    return (path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
+            .replace("{token_id}", token_id).replace("{account_id}", account_id))
 
 
 def send(client, method, path, headers, body=None):
@@ -81,7 +84,17 @@ VALID_BODIES = {
     ("post", "/v1/issues/{issue_id}/reanalyze"): None,
     ("post", "/v1/patterns/{pattern_id}/merge"): {"source_pattern_ids": ["pat_01xyz791"]},
     ("post", "/v1/patterns/{pattern_id}/split"): {"issue_ids": [MY_ISSUE]},
+    ("get", "/v1/service-accounts"): None,
+    ("post", "/v1/service-accounts"): {"name": "Probe"},
+    ("get", "/v1/service-accounts/{account_id}"): None,
+    ("patch", "/v1/service-accounts/{account_id}"): {"description": "Probe"},
+    ("delete", "/v1/service-accounts/{account_id}"): None,
+    ("post", "/v1/service-accounts/{account_id}/tokens"): {"name": "Probe", "scopes": ["issues:read"],
+                                                           "expires_in_days": 1},
+    ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"): None,
 }
+# Privileged routes: a scope beyond reading (tokens:admin reads service accounts too).
+PRIVILEGED = (":write", ":admin")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +114,15 @@ ID_ROUTES = [
     ("get", "/v1/grouping-rules/{rule_id}"),
     ("patch", "/v1/grouping-rules/{rule_id}"),
     ("delete", "/v1/grouping-rules/{rule_id}"),
+    ("post", "/v1/api-tokens/{token_id}/rotate"),
+    ("delete", "/v1/api-tokens/{token_id}"),
+    ("get", "/v1/service-accounts/{account_id}"),
+    ("patch", "/v1/service-accounts/{account_id}"),
+    ("delete", "/v1/service-accounts/{account_id}"),
+    ("post", "/v1/service-accounts/{account_id}/tokens"),
+    ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"),
 ]
+ID_PATTERN = r"\b(iss|pat|gru|tok|sva)_\w+"
 
 
 def test_every_id_taking_route_is_probed(client):
@@ -110,18 +131,21 @@ def test_every_id_taking_route_is_probed(client):
 
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
-def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, method, path):
+def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens,
+                                                         method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
-        theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE), headers, body)
-        missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999"), headers, body)
+        theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN,
+                                               THEIR_ACCOUNT), headers, body)
+        missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
+                                                "tok_01zzz999", "sva_01zzz999"), headers, body)
     error = assert_envelope(theirs, 404, "not_found")
-    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE)
+    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
-    assert re.sub(r"\b(iss|pat|gru)_\w+", "<id>", error["message"]) == \
-        re.sub(r"\b(iss|pat|gru)_\w+", "<id>", missing.get_json()["error"]["message"])
+    assert re.sub(ID_PATTERN, "<id>", error["message"]) == \
+        re.sub(ID_PATTERN, "<id>", missing.get_json()["error"]["message"])
 
 
 def test_a_pattern_of_another_workspace_cannot_be_linked_on_create(app, client, auth):
@@ -352,7 +376,8 @@ def test_token_responses_carry_no_session_internals(client):
 # API4 Unrestricted resource consumption: every size is bounded, and said so before any work.
 
 BODY_ROUTES = [(method, path) for method, path in VALID_BODIES if VALID_BODIES[(method, path)] is not None] + [
-    ("post", "/v1/auth/exchange"), ("post", "/v1/auth/refresh"), ("post", "/v1/auth/revoke")]
+    ("post", "/v1/auth/exchange"), ("post", "/v1/auth/refresh"), ("post", "/v1/auth/revoke"),
+    ("post", "/v1/api-tokens")]
 
 
 @pytest.mark.parametrize("method,path", BODY_ROUTES)
@@ -394,7 +419,8 @@ def test_an_idempotency_key_over_255_characters_is_refused(app, client, auth):
 
 
 @pytest.mark.parametrize("path", ["/v1/issues/iss_{}", "/v1/issues/iss_{}/close", "/v1/patterns/pat_{}",
-                                  "/v1/patterns/pat_{}/issues", "/v1/grouping-rules/gru_{}"])
+                                  "/v1/patterns/pat_{}/issues", "/v1/grouping-rules/gru_{}",
+                                  "/v1/api-tokens/tok_{}/rotate", "/v1/service-accounts/sva_{}"])
 def test_a_very_long_id_in_a_path_is_not_found(app, client, auth, path):
     headers = auth()
     with database_unchanged(app):
@@ -419,11 +445,11 @@ def test_a_cursor_over_2048_characters_is_refused(client, auth):
 
 
 # ---------------------------------------------------------------------------------------------
-# API5 Broken function-level authorization: read-only roles call no write route.
+# API5 Broken function-level authorization: read-only roles call no write (or admin) route.
 
 def test_every_write_route_is_probed(client):
     writes = {(method, path) for method, path, operation in spec_operations(client)
-              if any(scope.endswith(":write") for requirement in operation.get("security", [])
+              if any(scope.endswith(PRIVILEGED) for requirement in operation.get("security", [])
                      for scopes in requirement.values() for scope in scopes)}
     assert writes == set(VALID_BODIES)
 
@@ -445,7 +471,8 @@ def test_a_read_only_role_is_refused_before_the_resource_is_looked_up(app, clien
     """403 even for an id that does not exist: no existence oracle for unprivileged callers."""
     headers = auth("viewer")
     with database_unchanged(app):
-        response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999"), headers,
+        response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
+                                                 "tok_01zzz999", "sva_01zzz999"), headers,
                         VALID_BODIES[(method, path)])
     assert_envelope(response, 403, "forbidden")
 
@@ -501,7 +528,7 @@ def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, p
     with database_unchanged(app):
         for value in HOSTILE:
             quoted = urllib.parse.quote(value, safe="")
-            target = concrete(path, quoted, quoted, quoted)
+            target = concrete(path, quoted, quoted, quoted, quoted, quoted)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 

@@ -24,11 +24,13 @@ SEED_IDS = {
     "issue_id": ["iss_01abc123", "iss_01abc124", "iss_02def100"],
     "pattern_id": ["pat_01xyz789", "pat_01xyz790", "pat_02pqr111"],
     "rule_id": ["gru_01abc123", "gru_02def100"],  # the grouping_rules fixture's
+    "token_id": ["tok_01abc123", "tok_01abc124", "tok_02def100"],  # the api_tokens fixture's
+    "account_id": ["sva_01abc123", "sva_02def100"],
 }
 
 
 @pytest.fixture
-def api_schema(app, auth, grouping_rules):
+def api_schema(app, auth, grouping_rules, api_tokens):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 
