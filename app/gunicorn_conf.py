@@ -35,3 +35,11 @@ def on_starting(server):
     if workers > 1 and not _on_postgres:
         server.log.warning("%d workers on SQLite: a live stream only sees events written by its "
                            "own worker; use PostgreSQL (DATABASE_URL) to run several", workers)
+
+
+def post_worker_init(worker):
+    # The grouping model (16 MB, numpy) loads once per worker here, not on a request's time;
+    # a no-op when the master already loaded it (preload_app with mock mode's seed).
+    from models.grouping import representation
+
+    representation.model()

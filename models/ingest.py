@@ -138,6 +138,7 @@ class Grouper:
         self.workspace_id, self.now = workspace_id, now
         self.created = set()
         self.fresh = set()  # issues this write created: their issue.created event says it all
+        self._members = {}  # pattern id -> similarity.Members, for explanations
         self.issues = {}  # id -> (link before this write, the Issue as the write leaves it)
         self.patterns = _patterns(workspace_id, keys)
         self._index = similarity_index
@@ -260,10 +261,19 @@ class Grouper:
                 [(issue.title, vector), (partner.title, representation.decode([bytes(partner.embedding)])[0])])
         return self._create_pattern(name, fingerprint, "Detected automatically: these issues read alike.")
 
+    def _nearest(self, pattern_id, issue):
+        """The pattern's members most like the issue (among its 100 most recent before this
+        write, read once per pattern per write): the evidence a person can open."""
+        if pattern_id not in self._members:
+            self._members[pattern_id] = similarity.Members(pattern_id, self.index)
+        return self._members[pattern_id].nearest(issue)
+
     def _explain(self, issue, placement, pattern_id, paired_with=None):
         """Keep why the issue is where it is (or waits) with it."""
         explanation = placement.explain()
         explanation["pattern_id"] = pattern_id
+        if pattern_id is not None:
+            explanation["nearest"] = self._nearest(pattern_id, issue)
         if paired_with is not None:
             explanation["paired_with"] = paired_with
         vocabulary = issue.detection or {}

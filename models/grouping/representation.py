@@ -47,6 +47,9 @@ def model():
     if _model is None:
         with _model_lock:
             if _model is None:
+                # Tokenizing is single-threaded here; this also keeps the Rust tokenizer quiet
+                # when gunicorn forks workers after the master loaded the model.
+                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
                 import wordllama
 
                 _model = wordllama.WordLlama.load(cache_dir=os.path.dirname(wordllama.__file__),

@@ -327,21 +327,26 @@ class Index:
         self._dirty = True
 
 
-def nearest_members(pattern_id, vector, source, index, limit=NEAREST_SHOWN, exclude=None):
-    """The pattern's members most like the (raw) vector: [{"issue_id", "score"}], for the
-    explanation. Reads the pattern's 200 most recent members."""
-    members = list(Issue.select(Issue.id, Issue.source, Issue.embedding)
-                   .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False)
-                          & (Issue.id != (exclude or "")))
-                   .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(200))
-    if not members:
-        return []
-    raw = representation.decode([bytes(m.embedding) for m in members])
-    theirs = _split_unit(np.array([index.centred(v, m.source) for v, m in zip(raw, members)]))
-    mine = _split_unit(index.centred(vector, source))
-    scores = 0.5 * (theirs[0] @ mine[0][0]) + 0.5 * (theirs[1] @ mine[1][0])
-    order = np.argsort(-scores, kind="stable")[:limit]
-    return [{"issue_id": members[i].id, "score": round(float(scores[i]), 4)} for i in order]
+class Members:
+    """A pattern's most recent members, centred, for naming the nearest ones to an issue."""
+
+    def __init__(self, pattern_id, index, limit=100):
+        self.index = index
+        rows = list(Issue.select(Issue.id, Issue.source, Issue.embedding)
+                    .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False))
+                    .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(limit))
+        self.ids = [row.id for row in rows]
+        raw = representation.decode([bytes(row.embedding) for row in rows])
+        self.matrix = _split_unit(np.array([index.centred(v, row.source) for v, row in zip(raw, rows)])) \
+            if rows else None
+
+    def nearest(self, issue, limit=NEAREST_SHOWN):
+        if self.matrix is None or issue.embedding is None:
+            return []
+        mine = _split_unit(self.index.centred(representation.decode([bytes(issue.embedding)])[0], issue.source))
+        scores = 0.5 * (self.matrix[0] @ mine[0][0]) + 0.5 * (self.matrix[1] @ mine[1][0])
+        order = [i for i in np.argsort(-scores, kind="stable") if self.ids[i] != issue.id][:limit]
+        return [{"issue_id": self.ids[i], "score": round(float(scores[i]), 4)} for i in order]
 
 
 def representative_title(titles_and_vectors):
