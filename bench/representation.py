@@ -6,8 +6,21 @@ two halves (seeded); a report of the second half is classified to the group whos
 centroid is nearest (cosine), the learning setting a team's corrections create. Printed: the
 accuracy of each representation, float and quantised, with its bytes per issue.
 
-    pip install wordllama   # not yet a dependency of the service
     .venv/bin/python bench/representation.py [--seed 1]
+
+Notes: what else was tried for grouping, on the tuning sets only (dev / eval), before the fresh
+set was measured once with the chosen settings (README, "Grouping"):
+
+- Cold start, online placement, best F1 at pairwise precision >= 0.70: raw vectors 0.08 / 0.02;
+  centred per source (shipped) 0.35 / 0.24; plus IDF weights on the hashed bits 0.35 / 0.22;
+  dense weight 0.3 or 0.7 instead of 0.5: no better; centring by half the mean: worse. Offline
+  average-linkage clustering (an upper bound for any online order) of TF-IDF words: 0.27 / 0.12.
+- A within-cause whitening of the dense part learned on one tuning set and applied to the
+  other (LDA-style, shrinkage 0.05-0.5): worse on both (dev 0.40 -> 0.30-0.36 best F1).
+- The learning protocol's ranking (half of each group as labelled members): nearest centroid
+  0.75-0.78; 1-NN 0.59-0.69, 5-NN 0.60-0.75, per-source sub-centroids 0.67-0.76, logistic
+  regression on the members 0.72-0.80: no better than the centroid. A pinned member weighing 3
+  or 10 instead of 1: 0.73 / 0.74 and 0.68 / 0.72 at home instead of 0.75 / 0.78.
 """
 import argparse
 import collections
