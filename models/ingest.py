@@ -5,7 +5,10 @@ pattern for it, created once it recurs); any other issue is placed by similarity
 The `Grouper` here places issues for every writer (ingestion, creates, edits, re-analysis)."""
 import functools
 import hashlib
+import json
 import operator
+
+import peewee as pw
 
 from . import detection, events
 from .grouping import representation, similarity
@@ -139,6 +142,7 @@ class Grouper:
         self.created = set()
         self.fresh = set()  # issues this write created: their issue.created event says it all
         self._members = {}  # pattern id -> similarity.Members, for explanations
+        self._unsaved = {}  # issue id -> Issue whose link or explanation flush() must save
         self.issues = {}  # id -> (link before this write, the Issue as the write leaves it)
         self.patterns = _patterns(workspace_id, keys)
         self._index = similarity_index
@@ -164,8 +168,25 @@ class Grouper:
         return self.issues[issue.id][1]
 
     def moves(self):
-        """(link before, link after) of every issue the write touched, for links_changed."""
+        """(link before, link after) of every issue the write touched, for links_changed (the
+        links are saved first)."""
+        self.flush()
         return [(before, issue.link) for before, issue in self.issues.values()]
+
+    def flush(self):
+        """Save the links and explanations placement changed, in one statement run per issue
+        (building a query per issue cost more than the database's work)."""
+        if not self._unsaved:
+            return
+        detection = f"{db.param}::jsonb" if is_postgres() else f"json({db.param})"
+        sql = (f'UPDATE "issue" SET "pattern_id" = {db.param}, "updated_at" = {db.param}, '
+               f'"detection" = {detection} WHERE "id" = {db.param}')
+        rows = [[issue.pattern_id, Issue.updated_at.db_value(issue.updated_at),
+                 None if issue.detection is None else json.dumps(issue.detection), issue.id]
+                for issue in self._unsaved.values()]
+        with pw.__exception_wrapper__:
+            db.cursor().executemany(sql, rows)
+        self._unsaved.clear()
 
     def pattern_id(self, key):
         """The pattern for a fingerprint key (domain, root cause), if there is one yet."""
@@ -175,14 +196,16 @@ class Grouper:
                 self._lock([key])
         return self.patterns[key]
 
-    def _link(self, issue, pattern_id):
-        if issue.pattern_id == pattern_id:
+    def _link(self, issue, pattern_id, explained=False):
+        """Link (or unlink) the issue; saved by flush(). `explained`: its detection changed."""
+        if issue.pattern_id != pattern_id:
+            issue.pattern = pattern_id
+            issue.updated_at = self.now
+            if issue.id not in self.fresh:
+                events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
+        elif not explained:
             return
-        issue.pattern = pattern_id
-        issue.updated_at = self.now
-        issue.save(only=[Issue.pattern, Issue.updated_at])
-        if issue.id not in self.fresh:
-            events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
+        self._unsaved[issue.id] = issue
 
     def _create_pattern(self, name, fingerprint, description):
         pattern_id = Pattern.create(
@@ -226,7 +249,7 @@ class Grouper:
 
     def _place_by_similarity(self, issue):
         index = self.index
-        vector = representation.decode([bytes(issue.embedding)])[0]
+        vector = representation.decode_one(issue.embedding)
         index.stop_waiting(issue.id)
         before = issue.pattern_id
         index.forget(self.issues[issue.id][0] if issue.id in self.issues else issue.link)  # not judged against itself
@@ -236,7 +259,7 @@ class Grouper:
             partner = self.track(Issue.get_by_id(placement.paired_with))
             pattern_id = self._pattern_from_pair(issue, partner, vector)
             index.stop_waiting(partner.id)
-            index.join(pattern_id, representation.decode([bytes(partner.embedding)])[0], partner.source,
+            index.join(pattern_id, representation.decode_one(partner.embedding), partner.source,
                        partner.link.weight)
             self._link(partner, pattern_id)
             self._explain(partner, placement, pattern_id, paired_with=issue.id)
@@ -245,8 +268,8 @@ class Grouper:
             index.join(pattern_id, vector, issue.source, issue.link.weight)
         else:
             index.wait(issue.id, vector, issue.source)
-        self._link(issue, pattern_id)
         self._explain(issue, placement, pattern_id)
+        self._link(issue, pattern_id, explained=True)
 
     def _pattern_from_pair(self, issue, partner, vector):
         """A new pattern from two issues: named and fingerprinted by the vocabulary's best
@@ -258,11 +281,11 @@ class Grouper:
             name = detection.pattern_name(fingerprint)
         else:
             name = similarity.representative_title(
-                [(issue.title, vector), (partner.title, representation.decode([bytes(partner.embedding)])[0])])
+                [(issue.title, vector), (partner.title, representation.decode_one(partner.embedding))])
         return self._create_pattern(name, fingerprint, "Detected automatically: these issues read alike.")
 
     def _nearest(self, pattern_id, issue):
-        """The pattern's members most like the issue (among its 100 most recent before this
+        """The pattern's members most like the issue (among its 10 most recent before this
         write, read once per pattern per write): the evidence a person can open."""
         if pattern_id not in self._members:
             self._members[pattern_id] = similarity.Members(pattern_id, self.index)
@@ -283,7 +306,7 @@ class Grouper:
         elif vocabulary.get("method") == "similarity" and "vocabulary" in vocabulary:
             explanation["vocabulary"] = vocabulary["vocabulary"]
         issue.detection = explanation
-        issue.save(only=[Issue.detection])
+        self._unsaved[issue.id] = issue
 
 
 def _new_row(workspace_id, record, fields, pattern_id, now):

@@ -2,6 +2,7 @@
 import collections
 import datetime
 import itertools
+import json
 import math
 from typing import NamedTuple
 
@@ -11,7 +12,7 @@ import peewee as pw
 
 from . import events
 from .accounts import Workspace
-from .base import BaseModel, Fingerprinted, WorkspaceScoped, is_postgres, utcnow
+from .base import BaseModel, Fingerprinted, WorkspaceScoped, db, is_postgres, prepared_rows, utcnow
 from .search import matches
 
 PATTERN_STATUSES = ("active", "watching", "resolved", "merged")
@@ -197,16 +198,16 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
             # the key-share locks that inserting a linked issue takes on the pattern row.
             list(cls.select(cls.id).where(cls.id.in_(changed)).order_by(cls.id)
                  .for_update("FOR NO KEY UPDATE"))
+        # One statement run per pattern (executemany): a batch touches hundreds of patterns, and
+        # building a query per pattern cost more than the database's work.
+        counters = [[sum(delta[(pattern_id, name)] for name in SEVERITY_WEIGHT),
+                     *(delta[(pattern_id, name)] for name in SEVERITY_WEIGHT),
+                     pattern_id in relinked, pattern_id] for pattern_id in changed]
+        _execute_many(_COUNTERS_SQL, counters)
         centroids = cls._moved_centroids(vectors)
-        newest = Issue.select(pw.fn.MAX(Issue.created_at)).where(Issue.pattern == cls.id)
-        for pattern_id in changed:
-            counts = {getattr(cls, f"linked_{name}"): getattr(cls, f"linked_{name}") + delta[(pattern_id, name)]
-                      for name in SEVERITY_WEIGHT if delta[(pattern_id, name)]}
-            joined = sum(delta[(pattern_id, name)] for name in SEVERITY_WEIGHT)
-            update = {**counts, cls.issue_count: cls.issue_count + joined, **centroids.get(pattern_id, {})}
-            if pattern_id in relinked:
-                update[cls.last_seen_at] = newest  # the newest issue: one step down an index
-            cls.update(update).where(cls.id == pattern_id).execute()
+        _execute_many(_CENTROID_SQL(), [
+            [columns[cls.centroid], columns[cls.centroid_weight], _json_param(columns[cls.source_weights]), pattern_id]
+            for pattern_id, columns in sorted(centroids.items())])
         if rescore:
             cls.rescore(changed)
         announced = changed if rescore else sorted(relinked - {None})
@@ -246,13 +247,19 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
         from .issues import Issue
 
         now = now or utcnow()
-        recent_since = now - datetime.timedelta(days=30)
-        for pattern in cls.select().where(cls.id.in_(list(pattern_ids))):
-            recent = (Issue.select(pw.SQL("1"))
-                      .where((Issue.pattern == pattern.id) & (Issue.created_at >= recent_since))
-                      .limit(RECENT_SATURATION).count())
-            score = risk_score(pattern.linked_by_severity, recent, pattern.last_seen_at, now)
-            cls.update(risk_score=score).where(cls.id == pattern.id).execute()
+        recent_since = Issue.created_at.db_value(now - datetime.timedelta(days=30))
+
+        def recent_of(pattern_id, since):
+            linked = (Issue.select(pw.SQL("1")).where((Issue.pattern == pattern_id) & (Issue.created_at >= since))
+                      .limit(RECENT_SATURATION))
+            return Issue.select(pw.fn.COUNT(pw.SQL("*"))).from_(linked.alias("recent"))
+
+        scores = []
+        for pattern in cls.select(cls.id, cls.last_seen_at, *(getattr(cls, f"linked_{name}") for name in SEVERITY_WEIGHT)
+                                  ).where(cls.id.in_(list(pattern_ids))):
+            (recent,), = prepared_rows("Pattern.rescore.recent", recent_of, pattern_id=pattern.id, since=recent_since)
+            scores.append([risk_score(pattern.linked_by_severity, recent, pattern.last_seen_at, now), pattern.id])
+        _execute_many(f'UPDATE "pattern" SET "risk_score" = {db.param} WHERE "id" = {db.param}', scores)
 
     @classmethod
     def recount(cls, pattern_ids):
@@ -284,6 +291,33 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
         entries = [(Link(pattern_id, None, issue.pinned, issue.source, bytes(issue.embedding)).weight,
                     issue.source, bytes(issue.embedding)) for issue in members]
         return cls._centroid_plus(cls(centroid=None, centroid_weight=0.0, source_weights=None), entries)
+
+
+_COUNTERS_SQL_TEMPLATE = (
+    'UPDATE "pattern" SET "issue_count" = "issue_count" + {p}, '
+    + ", ".join(f'"linked_{name}" = "linked_{name}" + {{p}}' for name in SEVERITY_WEIGHT)
+    + ', "last_seen_at" = CASE WHEN {p} THEN (SELECT MAX("created_at") FROM "issue" '
+      'WHERE "issue"."pattern_id" = "pattern"."id") ELSE "last_seen_at" END WHERE "id" = {p}')
+
+
+def _execute_many(sql, rows):
+    if rows:
+        with pw.__exception_wrapper__:
+            db.cursor().executemany(sql() if callable(sql) else sql, rows)
+
+
+def _COUNTERS_SQL():
+    return _COUNTERS_SQL_TEMPLATE.format(p=db.param)
+
+
+def _CENTROID_SQL():
+    weights = f"{db.param}::jsonb" if is_postgres() else f"json({db.param})"
+    return (f'UPDATE "pattern" SET "centroid" = {db.param}, "centroid_weight" = {db.param}, '
+            f'"source_weights" = {weights} WHERE "id" = {db.param}')
+
+
+def _json_param(value):
+    return None if value is None else json.dumps(value)
 
 
 Pattern.SORTS = {"risk_score": Pattern.risk_score, "issue_count": Pattern.issue_count,

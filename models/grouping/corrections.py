@@ -25,12 +25,15 @@ def person_placed(index, issue, before, new_pattern):
     evidence, old_pattern = [], before.pattern_id
     index.forget(before)  # judged without itself
     if issue.embedding is not None:
-        vector = representation.decode([bytes(issue.embedding)])[0]
-        scores = dict(index.scores(vector, issue.source))
-        if new_pattern is None and old_pattern is not None and not issue.pinned and old_pattern in scores:
-            evidence.append((scores[old_pattern], False))
-        if old_pattern is None and new_pattern is not None and new_pattern in scores:
-            evidence.append((scores[new_pattern], True))
+        vector = representation.decode_one(issue.embedding)
+        if new_pattern is None and old_pattern is not None and not issue.pinned:
+            score = index.score_of(old_pattern, vector, issue.source)
+            if score is not None:
+                evidence.append((score, False))
+        if old_pattern is None and new_pattern is not None:
+            score = index.score_of(new_pattern, vector, issue.source)
+            if score is not None:
+                evidence.append((score, True))
         if new_pattern is not None:
             index.join(new_pattern, vector, issue.source, PIN_WEIGHT)
     for score, positive in evidence:
@@ -181,10 +184,10 @@ def _mergeable(workspace_id):
     pinned = {pid for (pid,) in Issue.select(Issue.pattern).where(
         (Issue.workspace == workspace_id) & Issue.pinned & Issue.pattern.is_null(False)).distinct().tuples()}
     sizes = dict(Pattern.select(Pattern.id, Pattern.issue_count).where(Pattern.id.in_(list(index.sums))).tuples())
-    ids = index._centroids()
+    ids, dense, hashed = index.pattern_rows()
     if len(ids) < 2:
         return []
-    scores = 0.5 * index.matrix[0] @ index.matrix[0].T + 0.5 * index.matrix[1] @ index.matrix[1].T
+    scores = 0.5 * dense @ dense.T + 0.5 * hashed @ hashed.T
     pairs, used = [], set()
     for i, j in sorted(((i, j) for i in range(len(ids)) for j in range(i + 1, len(ids))),
                        key=lambda ij: -scores[ij]):

@@ -72,8 +72,7 @@ def _hashed_bits(text):
         padded = f" {word} "
         features.update(padded[i:i + 4] for i in range(len(padded) - 3))
     bits = np.zeros(HASHED_DIMS, np.uint8)
-    for feature in features:
-        bits[zlib.crc32(feature.encode()) % HASHED_DIMS] = 1
+    bits[[zlib.crc32(feature.encode()) % HASHED_DIMS for feature in features]] = 1
     return bits
 
 
@@ -96,6 +95,18 @@ def represent(items):
 
 def _unit(matrix):
     return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-9)
+
+
+def decode_one(blob, _cache={}):
+    """decode() of one stored representation, remembered (a write decodes the same issue's
+    vector several times: placing it, explaining it, moving it)."""
+    blob = bytes(blob)
+    vector = _cache.get(blob)
+    if vector is None:
+        if len(_cache) >= 10_000:
+            _cache.clear()
+        vector = _cache[blob] = decode([blob])[0]
+    return vector
 
 
 def decode(blobs):

@@ -22,7 +22,7 @@ import numpy as np
 import peewee as pw
 
 from ..accounts import Workspace
-from ..base import BaseModel, is_postgres, utcnow
+from ..base import BaseModel, is_postgres, prepared_rows, utcnow
 from ..issues import Issue
 from ..patterns import Pattern
 from . import representation
@@ -210,13 +210,65 @@ def _split_unit(matrix):
     return dense, hashed
 
 
+class _Rows:
+    """Centred unit rows (dense and hashed parts) by id, in preallocated arrays: adding,
+    replacing or removing one row costs one row, and scoring all of them is two products."""
+
+    def __init__(self, capacity=64):
+        self.ids, self.position = [], {}
+        self.dense = np.zeros((capacity, representation.DENSE_DIMS), np.float32)
+        self.hashed = np.zeros((capacity, representation.HASHED_DIMS), np.float32)
+
+    def __len__(self):
+        return len(self.position)
+
+    def __contains__(self, key):
+        return key in self.position
+
+    def set(self, key, centred):
+        row = self.position.get(key)
+        if row is None:
+            row = len(self.ids)
+            if row == len(self.dense):
+                self.dense = np.vstack([self.dense, np.zeros_like(self.dense)])
+                self.hashed = np.vstack([self.hashed, np.zeros_like(self.hashed)])
+            self.ids.append(key)
+            self.position[key] = row
+        dense, hashed = _split_unit(centred)
+        self.dense[row], self.hashed[row] = dense[0], hashed[0]
+
+    def remove(self, key):
+        row = self.position.pop(key, None)
+        if row is not None:  # a zero row scores 0, below any threshold; its slot is not reused
+            self.ids[row] = None
+            self.dense[row] = 0
+            self.hashed[row] = 0
+
+    def scores(self, centred):
+        """(ids, scores) of every row (removed ones score 0 and have id None)."""
+        dense, hashed = _split_unit(centred.astype(np.float32))
+        count = len(self.ids)
+        return self.ids, 0.5 * (self.dense[:count] @ dense[0]) + 0.5 * (self.hashed[:count] @ hashed[0])
+
+
+def _top(ids, scores, count):
+    """The `count` best (id, score) pairs, best first; ties by position (older first)."""
+    if count < len(scores):  # only the few best need sorting
+        keep = np.sort(np.argpartition(-scores, count)[:count + 1])
+        order = keep[np.argsort(-scores[keep], kind="stable")]
+    else:
+        order = np.argsort(-scores, kind="stable")
+    return [(ids[i], float(scores[i])) for i in order if ids[i] is not None][:count]
+
+
 class Index:
-    """A workspace's patterns and waiting issues, centred, for placing a batch of issues.
+    """A workspace's patterns and waiting issues, centred, for placing a write's issues.
 
-    Loaded once per batch; placing an issue updates the in-memory copy (the database's copy is
-    moved by links_changed when the batch commits)."""
+    Loaded once per write; placing an issue updates the in-memory copy (the database's copy is
+    moved by links_changed when the write commits). A pattern's centred row is recomputed only
+    when its sum or the source means change."""
 
-    def __init__(self, workspace_id, threshold=None, exclude_issues=()):
+    def __init__(self, workspace_id, threshold=None):
         self.workspace_id = workspace_id
         self.threshold = GroupingSettings.threshold_of(workspace_id) if threshold is None else threshold
         self.means = SourceProfile.means(workspace_id)
@@ -224,64 +276,79 @@ class Index:
         for pattern in (Pattern.select(Pattern.id, Pattern.centroid, Pattern.source_weights,
                                        Pattern.fingerprint_domain, Pattern.fingerprint_root_cause)
                         .where((Pattern.workspace == workspace_id) & (Pattern.status != "merged")
-                               & Pattern.centroid.is_null(False))):
+                               & Pattern.centroid.is_null(False))
+                        .order_by(Pattern.created_at, Pattern.id)):
             self.sums[pattern.id] = np.frombuffer(bytes(pattern.centroid), np.float32).astype(np.float64)
             self.source_weights[pattern.id] = collections.Counter(pattern.source_weights or {})
             self.fingerprints[pattern.id] = pattern.fingerprint
-        self._dirty = True
+        self._patterns, self._stale = _Rows(max(64, len(self.sums))), set(self.sums)
         waiting = (Issue.select(Issue.id, Issue.source, Issue.embedding)
-                   .where((Issue.workspace == workspace_id) & Issue.pattern.is_null()
-                          & Issue.embedding.is_null(False) & Issue.id.not_in(list(exclude_issues) or [""]))
+                   .where((Issue.workspace == workspace_id) & Issue.pattern.is_null() & Issue.embedding.is_null(False))
                    .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(WAITING_LIMIT))
-        self.waiting = {issue.id: (issue.source, representation.decode([bytes(issue.embedding)])[0])
-                        for issue in waiting}
+        self.waiting = {issue.id: (issue.source, representation.decode_one(issue.embedding))
+                        for issue in reversed(list(waiting))}
+        self._waiting_rows, self._waiting_stale = _Rows(WAITING_LIMIT + 64), set(self.waiting)
 
     def centred(self, vector, source):
         mean = self.means.get(source)
         return vector if mean is None else vector - mean
 
-    def _centroids(self):
-        if self._dirty:
-            self.ids = list(self.sums)
-            if self.ids:
-                rows = []
-                for pid in self.ids:
-                    shift = sum((w * self.means[s] for s, w in self.source_weights[pid].items() if s in self.means),
-                                np.zeros(representation.DIMS))
-                    rows.append(self.sums[pid] - shift)
-                self.matrix = _split_unit(np.array(rows))
-            self._dirty = False
-        return self.ids
+    def _centred_sum(self, pattern_id):
+        shift = np.zeros(representation.DIMS)
+        for source, weight in self.source_weights[pattern_id].items():
+            if source in self.means:
+                shift += weight * self.means[source]
+        return self.sums[pattern_id] - shift
 
-    def scores(self, vector, source):
-        """[(pattern id, score)] for every pattern, best first."""
-        ids = self._centroids()
-        if not ids:
-            return []
-        dense, hashed = _split_unit(self.centred(vector, source))
-        scores = 0.5 * (self.matrix[0] @ dense[0]) + 0.5 * (self.matrix[1] @ hashed[0])
-        order = np.argsort(-scores, kind="stable")
-        return [(ids[i], float(scores[i])) for i in order]
+    def _refresh(self):
+        for pattern_id in self._stale:
+            self._patterns.set(pattern_id, self._centred_sum(pattern_id))
+        self._stale.clear()
+        for issue_id in self._waiting_stale:
+            if issue_id in self.waiting:
+                source, vector = self.waiting[issue_id]
+                self._waiting_rows.set(issue_id, self.centred(vector, source))
+        self._waiting_stale.clear()
 
-    def waiting_scores(self, vector, source):
-        if not self.waiting:
+    def scores(self, vector, source, count=None):
+        """[(pattern id, score)], best first (all of them, or the `count` best)."""
+        self._refresh()
+        if not len(self._patterns):
             return []
-        ids = list(self.waiting)
-        mine = _split_unit(self.centred(vector, source))
-        theirs = _split_unit(np.array([self.centred(v, s) for s, v in self.waiting.values()]))
-        scores = 0.5 * (theirs[0] @ mine[0][0]) + 0.5 * (theirs[1] @ mine[1][0])
-        order = np.argsort(-scores, kind="stable")
-        return [(ids[i], float(scores[i])) for i in order]
+        ids, scores = self._patterns.scores(self.centred(vector, source))
+        return _top(ids, scores, count or len(ids))
+
+    def score_of(self, pattern_id, vector, source):
+        """The score with one pattern, or None when it has no centroid."""
+        self._refresh()
+        if pattern_id not in self._patterns:
+            return None
+        ids, scores = self._patterns.scores(self.centred(vector, source))
+        return float(scores[self._patterns.position[pattern_id]])
+
+    def pattern_rows(self):
+        """(ids, dense rows, hashed rows) of the patterns with a centroid, centred."""
+        self._refresh()
+        rows = [row for row, key in enumerate(self._patterns.ids) if key is not None]
+        return ([self._patterns.ids[row] for row in rows], self._patterns.dense[rows], self._patterns.hashed[rows])
+
+    def waiting_scores(self, vector, source, count=1):
+        self._refresh()
+        if not len(self._waiting_rows):
+            return []
+        ids, scores = self._waiting_rows.scores(self.centred(vector, source))
+        return _top(ids, scores, count)
 
     def place(self, vector, source, current=None):
         """Where an issue with this (raw) vector goes. `current`: its pattern today, kept while
         it still clears the threshold (an edit should not move an issue for a hair's breadth)."""
-        ranked = self.scores(vector, source)
+        ranked = self.scores(vector, source, count=2)
+        if current is not None:
+            mine = self.score_of(current, vector, source)
+            if mine is not None and mine >= self.threshold:
+                other = next((Candidate(p, s) for p, s in ranked if p != current), None)
+                return Placement(current, mine, self.threshold, other)
         runner_up = Candidate(*ranked[1]) if len(ranked) > 1 else None
-        by_id = dict(ranked)
-        if current in by_id and by_id[current] >= self.threshold:
-            other = next((Candidate(p, s) for p, s in ranked if p != current), None)
-            return Placement(current, by_id[current], self.threshold, other)
         if ranked and ranked[0][1] >= self.threshold:
             return Placement(ranked[0][0], ranked[0][1], self.threshold, runner_up)
         pairs = self.waiting_scores(vector, source)
@@ -299,18 +366,20 @@ class Index:
             self.fingerprints[pattern_id] = fingerprint
         self.sums[pattern_id] = self.sums[pattern_id] + weight * vector
         self.source_weights[pattern_id][source] += weight
-        self._dirty = True
+        self._stale.add(pattern_id)
 
     def forget(self, link):
         """Take an issue's contribution (as a Link) out of its pattern's in-memory centroid."""
         if link.pattern_id in self.sums and link.weight:
-            self.join(link.pattern_id, representation.decode([link.embedding])[0], link.source, -link.weight)
+            self.join(link.pattern_id, representation.decode_one(link.embedding), link.source, -link.weight)
 
     def wait(self, issue_id, vector, source):
         self.waiting[issue_id] = (source, vector)
+        self._waiting_stale.add(issue_id)
 
     def stop_waiting(self, issue_id):
-        self.waiting.pop(issue_id, None)
+        if self.waiting.pop(issue_id, None) is not None:
+            self._waiting_rows.remove(issue_id)
 
     def add_to_profiles(self, entries):
         """Count a batch's own issues in the source means before placing them (a first batch
@@ -324,26 +393,30 @@ class Index:
         for source, vectors in totals.items():
             count, total = counts.get(source, (0, np.zeros(representation.DIMS)))
             self.means[source] = (total + np.sum(vectors, axis=0)) / (count + len(vectors) + PRIOR_WEIGHT)
-        self._dirty = True
+        self._stale = set(self.sums)
+        self._waiting_stale = set(self.waiting)
 
 
 class Members:
     """A pattern's most recent members, centred, for naming the nearest ones to an issue."""
 
-    def __init__(self, pattern_id, index, limit=100):
+    LIMIT = 10
+
+    def __init__(self, pattern_id, index):
         self.index = index
-        rows = list(Issue.select(Issue.id, Issue.source, Issue.embedding)
-                    .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False))
-                    .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(limit))
-        self.ids = [row.id for row in rows]
-        raw = representation.decode([bytes(row.embedding) for row in rows])
-        self.matrix = _split_unit(np.array([index.centred(v, row.source) for v, row in zip(raw, rows)])) \
+        rows = prepared_rows("grouping.Members", lambda pattern_id: (
+            Issue.select(Issue.id, Issue.source, Issue.embedding)
+            .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False))
+            .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(self.LIMIT)), pattern_id=pattern_id)
+        self.ids = [issue_id for issue_id, _, _ in rows]
+        raw = representation.decode([bytes(embedding) for _, _, embedding in rows])
+        self.matrix = _split_unit(np.array([index.centred(v, source) for v, (_, source, _) in zip(raw, rows)])) \
             if rows else None
 
     def nearest(self, issue, limit=NEAREST_SHOWN):
         if self.matrix is None or issue.embedding is None:
             return []
-        mine = _split_unit(self.index.centred(representation.decode([bytes(issue.embedding)])[0], issue.source))
+        mine = _split_unit(self.index.centred(representation.decode_one(issue.embedding), issue.source))
         scores = 0.5 * (self.matrix[0] @ mine[0][0]) + 0.5 * (self.matrix[1] @ mine[1][0])
         order = [i for i in np.argsort(-scores, kind="stable") if self.ids[i] != issue.id][:limit]
         return [{"issue_id": self.ids[i], "score": round(float(scores[i]), 4)} for i in order]
@@ -364,7 +437,7 @@ def neighbours(issue, limit, candidates=2_000):
     clears the workspace's threshold."""
     index = Index(issue.workspace_id)
     embedding = issue.embedding or representation.represent([(issue.title, issue.description)])[0]
-    mine = _split_unit(index.centred(representation.decode([bytes(embedding)])[0], issue.source))
+    mine = _split_unit(index.centred(representation.decode_one(embedding), issue.source))
     others = list(Issue.in_workspace(issue.workspace_id)
                   .where(Issue.embedding.is_null(False) & (Issue.id != issue.id))
                   .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(candidates))
