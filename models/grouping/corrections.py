@@ -1,8 +1,8 @@
 """What a person's placement of an issue teaches the grouping.
 
 A person linking, moving or unlinking an issue (PATCH, bulk, a create naming its pattern)
-pins it: no automatic pass moves it again, and it weighs PIN_WEIGHT in its pattern's centroid,
-so later reports like it are pulled there.
+pins it: no automatic pass moves it again, and its vector leaves the old pattern's centroid for
+the new one's (weighing PIN_WEIGHT), so later reports like it are pulled there.
 
 The threshold decides whether an issue joins a pattern at all, so the corrections kept as its
 evidence are those that change that: linking a waiting issue (a join grouping should have

@@ -103,7 +103,7 @@ def decode_one(blob, _cache={}):
     blob = bytes(blob)
     vector = _cache.get(blob)
     if vector is None:
-        if len(_cache) >= 10_000:
+        if len(_cache) >= 2_048:  # ~10 MB of vectors
             _cache.clear()
         vector = _cache[blob] = decode([blob])[0]
     return vector

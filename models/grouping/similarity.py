@@ -12,8 +12,8 @@ for the current profiles: sum - sum over sources of (weight of the source x its 
 Score = the mean of the dense and hashed parts' cosines between the centred issue and the
 centred centroid. An issue joins the best pattern when the score reaches the workspace's
 threshold (`GroupingSettings`); else it waits, unlinked, until a later issue scores at least
-that with it, and the two become a pattern. A member a person placed (pinned) weighs
-PIN_WEIGHT times an automatic one, so corrections pull later reports their way.
+that with it, and the two become a pattern. A member a person moved takes its vector with it,
+so corrections pull later reports their way (models/grouping/corrections.py).
 """
 import collections
 import dataclasses
