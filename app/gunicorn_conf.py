@@ -38,8 +38,11 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    # The grouping model (16 MB, numpy) loads once per worker here, not on a request's time;
-    # a no-op when the master already loaded it (preload_app with mock mode's seed).
+    # The grouping model (16 MB, numpy) and the compiled vocabulary (about a second) are made
+    # once per worker here, not on the first requests' time; no-ops when the master already
+    # made them (preload_app with mock mode's seed).
+    from models import detection
     from models.grouping import representation
 
     representation.model()
+    detection.infer("warm-up")

@@ -49,7 +49,7 @@ def run_procfile_web(env, timeout=30):
         try:
             requests.get(base + "/health", timeout=1)
             return proc, base
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or workers still warming up
             time.sleep(0.2)
     proc.kill()
     raise AssertionError("gunicorn did not answer in time")
