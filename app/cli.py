@@ -55,11 +55,16 @@ def init_app(app):
     @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
     def regroup_command(workspace, dry_run):
         """Re-place a workspace's unpinned issues by similarity and merge patterns that now read
-        alike (never pinned issues, never a split pair). Prints every move and merge."""
+        alike (never pinned issues, never a split pair). Prints every move and merge. Applying
+        first embeds issues stored without a representation (before similarity grouping)."""
         from models.grouping import corrections
 
         schema.migrate()
         with db.connection_context():
+            if not dry_run:
+                embedded = corrections.backfill(workspace)
+                if embedded:
+                    click.echo(f"embedded {embedded} issues stored without a representation")
             plan = corrections.regroup(workspace, apply=not dry_run)
         for issue_id, before, after in plan["moves"]:
             click.echo(f"move {issue_id}: {before or '(none)'} -> {after or '(none)'}")

@@ -228,3 +228,15 @@ def derived_data_is_exact(app):
             assert {s: c for s, (c, _) in stored.items() if c} == {s: c for s, (c, _) in fresh.items() if c}
             for source, (count, total) in fresh.items():
                 assert np.allclose(stored[source][1], total, atol=1e-3)
+
+
+def test_regroup_embeds_issues_stored_without_a_representation(app):
+    with app.app_context(), db.connection_context():
+        Issue.update(embedding=None).where(Issue.workspace == "ws_01abc123").execute()
+    result = app.test_cli_runner().invoke(args=["regroup", "--workspace", "ws_01abc123"])
+    assert result.exit_code == 0 and "embedded 87 issues" in result.output
+    with app.app_context(), db.connection_context():
+        assert not Issue.select().where((Issue.workspace == "ws_01abc123") & Issue.embedding.is_null()).exists()
+        pattern = Pattern.get_by_id("pat_01xyz789")
+        assert pattern.centroid is not None
+    derived_data_is_exact(app)

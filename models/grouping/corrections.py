@@ -12,7 +12,7 @@ patterns is a ranking error, not a threshold one: the pull of the pinned member 
 The workspace's threshold is recalibrated from the evidence (similarity.calibrated_threshold).
 """
 from .. import events
-from ..base import RuleViolation, for_update, utcnow
+from ..base import RuleViolation, db, for_update, utcnow
 from ..issues import Issue
 from ..patterns import PIN_WEIGHT, Pattern
 from . import representation, similarity
@@ -142,6 +142,29 @@ def split(workspace_id, pattern_id, issue_ids, name=None):
 
 class _DryRun(Exception):
     pass
+
+
+def backfill(workspace_id, batch=500):
+    """Give every issue of the workspace without one its representation (issues stored before
+    similarity grouping, or by bulk loaders), then rebuild the derived data from them. Returns
+    how many issues it embedded."""
+    done = 0
+    while True:
+        with db.atomic():
+            rows = list(Issue.select(Issue.id, Issue.title, Issue.description)
+                        .where((Issue.workspace == workspace_id) & Issue.embedding.is_null())
+                        .order_by(Issue.id).limit(batch))
+            if not rows:
+                break
+            for issue, embedding in zip(rows, representation.represent([(i.title, i.description) for i in rows])):
+                Issue.update(embedding=embedding).where(Issue.id == issue.id).execute()
+            done += len(rows)
+    if done:
+        with db.atomic():
+            Pattern.recount([pid for (pid,) in Pattern.select(Pattern.id).where(Pattern.workspace == workspace_id)
+                             .tuples()])
+            similarity.SourceProfile.recount(workspace_id)
+    return done
 
 
 def regroup(workspace_id, apply=False):
