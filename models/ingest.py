@@ -338,6 +338,7 @@ def ingest(workspace_id, records):
     with events.transaction():
         index = None
         if any(rule_pattern is None and not by_fingerprint(fields["detection"]) for _, fields, rule_pattern in prepared):
+            similarity.lock_workspace(workspace_id)
             # Loaded before this batch's rows exist: they wait for a partner only once placed.
             index = similarity.Index(workspace_id)
             index.add_to_profiles([(record["source"], vector) for (record, _, _), vector

@@ -99,7 +99,7 @@ class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
     def create_in(cls, workspace_id, data):
         """Create an issue, placed as ingestion places it unless the client names its pattern
         (then it is pinned there); its pattern's counters and the events commit with it."""
-        from .grouping import corrections, representation, rules
+        from .grouping import corrections, representation, rules, similarity
         from .ingest import Grouper, fingerprint_fields
 
         fields = dict(data)
@@ -112,6 +112,7 @@ class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
         fields["embedding"] = representation.represent([(fields["title"], fields.get("description", ""))])[0]
         inferred, rule_pattern = fingerprint_fields({"source": "api", **fields}, rules.rules_for(workspace_id))
         with events.transaction():
+            similarity.lock_workspace(workspace_id)
             cls._check_pattern(pattern_id, workspace_id)
             if fields.get("external_id") is not None and cls.in_workspace(workspace_id).where(
                     (cls.source == fields.get("source", "api"))
@@ -170,10 +171,11 @@ class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
         (a pattern, or null) is a person placing the issue: it is pinned there, and the
         workspace's grouping learns from it. Editing the text of an unpinned issue places it
         again."""
-        from .grouping import corrections
+        from .grouping import corrections, similarity
         from .ingest import Grouper
 
         with events.transaction():
+            similarity.lock_workspace(workspace_id)
             issue = cls.get_in_workspace(issue_id, workspace_id, lock=True)
             if changes.get("pattern_id") is not None:
                 cls._check_pattern(changes["pattern_id"], workspace_id)
@@ -205,9 +207,11 @@ class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
     @classmethod
     def reanalyze_in(cls, issue_id, workspace_id):
         """Place an unpinned issue afresh, as if it had just arrived; returns it."""
+        from .grouping import similarity
         from .ingest import Grouper
 
         with events.transaction():
+            similarity.lock_workspace(workspace_id)
             issue = cls.get_in_workspace(issue_id, workspace_id, lock=True)
             if issue.pinned:
                 raise Conflict("A person placed this issue; PATCH it with \"pinned\": false to hand it back "
@@ -231,12 +235,14 @@ class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
     def bulk_update(cls, workspace_id, ids, op, value):
         """One operation on up to 100 issues, all or nothing. Returns (updated, not_found).
         Linking and unlinking are a person placing each issue, as in update_in."""
-        from .grouping import corrections
+        from .grouping import corrections, similarity
         from .ingest import Grouper
 
         changes = {"set_status": {"status": value}, "set_severity": {"severity": value}}.get(op)
         wanted = list(dict.fromkeys(ids))
         with events.transaction():
+            if changes is None:  # a person placing issues: grouping's state moves
+                similarity.lock_workspace(workspace_id)
             if op == "link_pattern":
                 cls._check_pattern(value, workspace_id, field="value")
             found = {issue.id: issue for issue in

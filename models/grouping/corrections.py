@@ -63,6 +63,7 @@ def merge(workspace_id, target_id, source_ids, by_person=True):
 
     wanted = list(dict.fromkeys(source_ids))
     with events.transaction():
+        similarity.lock_workspace(workspace_id)
         target = Pattern.get_in_workspace(target_id, workspace_id, lock=True)
         if target.status == "merged":
             raise RuleViolation("pattern_id", f"Pattern {target_id} was merged into {target.merged_into_id}.")
@@ -111,6 +112,7 @@ def split(workspace_id, pattern_id, issue_ids, name=None):
 
     wanted = list(dict.fromkeys(issue_ids))
     with events.transaction():
+        similarity.lock_workspace(workspace_id)
         pattern = Pattern.get_in_workspace(pattern_id, workspace_id, lock=True)
         if pattern.status == "merged":
             raise RuleViolation("pattern_id", f"Pattern {pattern_id} was merged into {pattern.merged_into_id}.")
@@ -177,6 +179,7 @@ def regroup(workspace_id, apply=False):
     plan = {"moves": [], "merges": []}
     try:
         with events.transaction():
+            similarity.lock_workspace(workspace_id)
             grouper = Grouper(workspace_id, utcnow())
             for issue in for_update(Issue.in_workspace(workspace_id).where(
                     ~Issue.pinned & Issue.embedding.is_null(False)).order_by(Issue.created_at, Issue.id)):

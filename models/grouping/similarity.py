@@ -17,12 +17,13 @@ so corrections pull later reports their way (models/grouping/corrections.py).
 """
 import collections
 import dataclasses
+import hashlib
 
 import numpy as np
 import peewee as pw
 
 from ..accounts import Workspace
-from ..base import BaseModel, is_postgres, prepared_rows, utcnow
+from ..base import BaseModel, db, is_postgres, prepared_rows, utcnow
 from ..issues import Issue
 from ..patterns import Pattern
 from . import representation
@@ -33,6 +34,18 @@ PAIR_MARGIN = 0.05  # two lone issues need a little more than an issue joining a
 PRIOR_WEIGHT = 3.0  # a source's mean is shrunk toward zero while it has few issues
 WAITING_LIMIT = 500  # the most recent unlinked issues a new one may pair with
 NEAREST_SHOWN = 3
+
+
+def lock_workspace(workspace_id):
+    """Take the workspace's grouping lock until commit (PostgreSQL; SQLite writers are serial).
+
+    Placement reads the workspace's centroids and waiting issues, then links issues, creates
+    patterns and moves the derived data: two writers doing that at once would each place
+    against a state the other is changing, and could lock the same waiting issues in opposite
+    orders. Every writer that places takes this lock first, before any row lock."""
+    if is_postgres():
+        key = int.from_bytes(hashlib.sha256(f"{workspace_id}/grouping".encode()).digest()[:8], "big", signed=True)
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
 
 
 class SourceProfile(BaseModel):
