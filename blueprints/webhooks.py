@@ -88,7 +88,7 @@ def _records(parsed):
                       "content": {"application/json": {"schema": {"type": "object"}}}})
 @blp.response(202, WebhookReceiptSchema, description="Stored (`accepted`), or let go (`ignored`).")
 @blp.alt_response(200, schema=WebhookReceiptSchema, description="A redelivery (`duplicate`): nothing stored.")
-@blp.errors(400, 401, 503)
+@blp.errors(400, 401, 404, 503)  # 404: an id that is not a connector id is no route
 def receive(connector_id):
     """Receive a webhook delivery for a connector."""
     raw = request.get_data(cache=True)  # the signed bytes, before anything parses them (413 past MAX_BODY_BYTES)
