@@ -16,7 +16,9 @@ import datetime
 import functools
 import hashlib
 import os
+import random
 import secrets
+import time
 
 import peewee as pw
 from cryptography.exceptions import InvalidTag
@@ -38,6 +40,7 @@ PREVIOUS_SECRET_TTL = datetime.timedelta(hours=24)
 MAX_CONNECTORS = 100  # per workspace, so a list is one page
 DELIVERY_RETENTION = datetime.timedelta(days=30)  # redeliveries older than this are stored again
 DELIVERY_ID_MAX = 255
+DEADLOCK_ATTEMPTS = 5
 _HKDF_INFO = b"causeloop connector secret v1"
 _NONCE_BYTES = 12
 # The issue sources each type writes, for resolving by external id (Grafana sends Alertmanager's shape).
@@ -180,6 +183,18 @@ class Connector(WorkspaceScoped, BaseModel):
         delivery_id = _delivery_key(parsed.delivery_id)
         if delivery_id is not None and WebhookDelivery.seen(self.id, delivery_id):
             return None  # the common redelivery, answered without taking the write lock
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return self._store(delivery_id, parsed, records)
+            except pw.OperationalError as error:
+                # Concurrent deliveries placing issues of one workspace can deadlock on PostgreSQL
+                # (ingestion links partner issues in placement order); the loser was rolled back
+                # whole, its delivery id included, so it is simply run again.
+                if attempt == DEADLOCK_ATTEMPTS or not _deadlocked(error):
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+
+    def _store(self, delivery_id, parsed, records):
         with events.transaction():
             if delivery_id is not None and not WebhookDelivery.claim(self.id, delivery_id):
                 return None  # a concurrent redelivery got here first
@@ -187,6 +202,11 @@ class Connector(WorkspaceScoped, BaseModel):
             sources = set(SOURCES.get(self.type, (self.type,))) | {record["source"] for record in records}
             resolved = resolve(self.workspace_id, sources, parsed.resolved_external_ids)
         return issue_ids, resolved
+
+
+def _deadlocked(error):
+    """Whether PostgreSQL chose this transaction as a deadlock's victim (SQLSTATE 40P01)."""
+    return any(getattr(arg, "sqlstate", None) == "40P01" for arg in error.args) or "deadlock detected" in str(error)
 
 
 def resolve(workspace_id, sources, external_ids):

@@ -490,3 +490,27 @@ def test_concurrent_signed_deliveries_under_gunicorn_create_each_alert_once(tmp_
     assert sorted(issue["external_id"] for issue in listed) == [f"live{n:02d}" for n in range(LIVE_ALERTS)]
     assert issue_ids == {issue["id"] for issue in listed}
     assert statuses.count(200) > 0  # some byte-identical redeliveries were answered as duplicates
+
+
+def test_a_delivery_chosen_as_a_deadlock_victim_is_stored_on_a_retry(app, client, owner, monkeypatch):
+    """PostgreSQL may roll back one of two concurrent deliveries (40P01); it is run again whole."""
+    import peewee as pw
+
+    import models.webhooks
+
+    real, calls = models.webhooks.ingest, []
+
+    def deadlock_once(workspace_id, records):
+        calls.append(workspace_id)
+        if len(calls) == 1:
+            models.webhooks.WebhookDelivery.select().count()  # inside the transaction that rolls back
+            raise pw.OperationalError("deadlock detected")
+        return real(workspace_id, records)
+
+    monkeypatch.setattr(models.webhooks, "ingest", deadlock_once)
+    connector = create(client, owner)
+    response = deliver(client, connector, payload_of("custom_api_record"), {"Idempotency-Key": "once"},
+                       connector["secret"], SIGNERS["custom_api"])
+    assert response.status_code == 202 and len(calls) == 2
+    with app.app_context(), db.connection_context():
+        assert models.webhooks.WebhookDelivery.select().count() == 1
