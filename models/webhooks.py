@@ -15,6 +15,7 @@ import base64
 import datetime
 import functools
 import hashlib
+import logging
 import os
 import random
 import secrets
@@ -46,6 +47,8 @@ _NONCE_BYTES = 12
 # The issue sources each type writes, for resolving by external id (Grafana sends Alertmanager's shape).
 SOURCES = {"alertmanager": ("alertmanager", "grafana")}
 
+log = logging.getLogger("causeloop.webhooks")
+
 
 def new_secret():
     return SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
@@ -71,6 +74,7 @@ def unseal(stored, connector_id):
         plain = _cipher(current_app.config["JWT_SECRET"]).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:],
                                                                   connector_id.encode())
     except (InvalidTag, ValueError):
+        log.warning("connector %s: its secret cannot be unsealed (was JWT_SECRET replaced?); rotate it", connector_id)
         return None
     return plain.decode()
 

@@ -514,3 +514,10 @@ def test_a_delivery_chosen_as_a_deadlock_victim_is_stored_on_a_retry(app, client
     assert response.status_code == 202 and len(calls) == 2
     with app.app_context(), db.connection_context():
         assert models.webhooks.WebhookDelivery.select().count() == 1
+
+
+def test_deliveries_spend_the_rate_budget(make_app):
+    client = make_app(RATE_LIMIT="3/minute").test_client()
+    statuses = [client.post("/v1/webhooks/inbound/con_01zzz999", data=b"{}",
+                            headers={"Content-Type": "application/json"}).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
