@@ -199,6 +199,8 @@ class Connector(WorkspaceScoped, BaseModel):
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
 
     def _store(self, delivery_id, parsed, records):
+        # Ingestion joins this transaction (its CPU work too, on SQLite under the write lock):
+        # the delivery id must commit with the issues or not at all.
         with events.transaction():
             if delivery_id is not None and not WebhookDelivery.claim(self.id, delivery_id):
                 return None  # a concurrent redelivery got here first
