@@ -67,7 +67,7 @@ class IngestResultSchema(ma.Schema):
         "description": "The issue of each accepted record, in order (existing ones for repeats)."})
 
 
-def _check(records):
+def check_records(records):
     """Validate each record on its own: (valid records, rejections)."""
     schema, valid, rejected = RecordSchema(), [], []
     for index, raw in enumerate(records):
@@ -102,6 +102,6 @@ class IngestBatch(MethodView):
     @blp.response(202, IngestResultSchema)
     def post(self, body):
         """Ingest up to 500 records; a bad record is listed, never sinks the others."""
-        valid, rejected = _check(body["records"])
+        valid, rejected = check_records(body["records"])
         issue_ids = ingest(current_principal().workspace_id, valid) if valid else []
         return {"accepted": len(valid), "rejected": rejected, "issue_ids": issue_ids}

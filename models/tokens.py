@@ -45,10 +45,13 @@ SCOPE_DESCRIPTIONS = {
     "ingest:write": "Send failures from other systems (POST /v1/ingest/events and /v1/ingest/batch).",
     "members:write": "Manage the workspace's members.",
     "tokens:admin": "Manage service accounts and their tokens (signed-in members only; never held by a token).",
+    "connectors:admin": "Manage inbound webhook connectors and their signing secrets (signed-in members only; "
+                        "never held by a token).",
 }
-# A token may carry any scope but tokens:admin: no token mints or manages tokens, so a leaked
-# one cannot make itself a successor.
-TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope != "tokens:admin")
+# A token may carry any scope but the admin ones: no token mints or manages tokens or webhook
+# secrets, so a leaked one cannot make itself a successor or a way in.
+ADMIN_SCOPES = ("tokens:admin", "connectors:admin")
+TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope not in ADMIN_SCOPES)
 
 
 def _base62(number, width):

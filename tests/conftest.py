@@ -142,3 +142,24 @@ def api_tokens(app):
                 ApiToken.update(id=fixed_id).where(ApiToken.id == token.id).execute()
                 secrets[fixed_id] = token.secret
     return secrets
+
+
+MY_CONNECTOR, THEIR_CONNECTOR = "con_01abc123", "con_02def100"
+
+
+@pytest.fixture
+def connectors(app):
+    """A custom_api connector in each seed workspace, with short fixed ids (the id is bound into
+    the sealed secret, so they are made with it). Returns their secrets by connector id."""
+    from models import Connector
+    from models.webhooks import new_secret
+
+    secrets = {}
+    with app.app_context(), db.connection_context():
+        for connector_id, workspace in ((MY_CONNECTOR, SEED_WORKSPACE), (THEIR_CONNECTOR, OTHER_WORKSPACE)):
+            connector = Connector(id=connector_id, workspace=workspace, type="custom_api",
+                                  display_name="Probe connector")
+            connector._set_secret(new_secret())
+            connector.save(force_insert=True)
+            secrets[connector_id] = connector.secret
+    return secrets

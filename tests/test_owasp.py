@@ -13,13 +13,14 @@ API10 (unsafe consumption) — the only upstream is Clerk, whose tokens tests/te
 import contextlib
 import datetime
 import re
+import time
 import urllib.parse
 
 import peewee as pw
 import pytest
 
-from conftest import (MY_ACCOUNT, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT, THEIR_RULE,
-                      THEIR_TOKEN)
+from conftest import (MY_ACCOUNT, MY_CONNECTOR, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT,
+                      THEIR_CONNECTOR, THEIR_RULE, THEIR_TOKEN)
 from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
@@ -58,9 +59,10 @@ def spec_operations(client):
 
 
 def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE, token_id=MY_TOKEN,
-             account_id=MY_ACCOUNT):
+             account_id=MY_ACCOUNT, connector_id=MY_CONNECTOR):
     return (path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
-            .replace("{token_id}", token_id).replace("{account_id}", account_id))
+            .replace("{token_id}", token_id).replace("{account_id}", account_id)
+            .replace("{connector_id}", connector_id))
 
 
 def send(client, method, path, headers, body=None):
@@ -92,8 +94,15 @@ VALID_BODIES = {
     ("post", "/v1/service-accounts/{account_id}/tokens"): {"name": "Probe", "scopes": ["issues:read"],
                                                            "expires_in_days": 1},
     ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"): None,
+    ("get", "/v1/connectors"): None,
+    ("post", "/v1/connectors"): {"type": "github", "display_name": "Probe"},
+    ("get", "/v1/connectors/{connector_id}"): None,
+    ("patch", "/v1/connectors/{connector_id}"): {"enabled": False},
+    ("delete", "/v1/connectors/{connector_id}"): None,
+    ("post", "/v1/connectors/{connector_id}/rotate"): None,
 }
-# Privileged routes: a scope beyond reading (tokens:admin reads service accounts too).
+# Privileged routes: a scope beyond reading (tokens:admin reads service accounts too, and
+# connectors:admin connectors).
 PRIVILEGED = (":write", ":admin")
 
 
@@ -121,32 +130,61 @@ ID_ROUTES = [
     ("delete", "/v1/service-accounts/{account_id}"),
     ("post", "/v1/service-accounts/{account_id}/tokens"),
     ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"),
+    ("get", "/v1/connectors/{connector_id}"),
+    ("patch", "/v1/connectors/{connector_id}"),
+    ("delete", "/v1/connectors/{connector_id}"),
+    ("post", "/v1/connectors/{connector_id}/rotate"),
 ]
-ID_PATTERN = r"\b(iss|pat|gru|tok|sva)_\w+"
+# Routes with no bearer auth that take an id: a webhook delivery proves itself by its signature.
+SIGNED_ID_ROUTES = [("post", "/v1/webhooks/inbound/{connector_id}")]
+ID_PATTERN = r"\b(iss|pat|gru|tok|sva|con)_\w+"
+MISSING_IDS = ("iss_01zzz999", "pat_01zzz999", "gru_01zzz999", "tok_01zzz999", "sva_01zzz999", "con_01zzz999")
 
 
 def test_every_id_taking_route_is_probed(client):
-    documented = {(method, path) for method, path, _ in spec_operations(client) if "{" in path}
+    documented = {(method, path) for method, path, operation in spec_operations(client)
+                  if "{" in path and operation.get("security")}
     assert documented == set(ID_ROUTES)
+    unauthenticated = {(method, path) for method, path, operation in spec_operations(client)
+                       if "{" in path and not operation.get("security")}
+    assert unauthenticated == set(SIGNED_ID_ROUTES)
 
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
 def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens,
-                                                         method, path):
+                                                         connectors, method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
         theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN,
-                                               THEIR_ACCOUNT), headers, body)
-        missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
-                                                "tok_01zzz999", "sva_01zzz999"), headers, body)
+                                               THEIR_ACCOUNT, THEIR_CONNECTOR), headers, body)
+        missing = send(client, method, concrete(path, *MISSING_IDS), headers, body)
     error = assert_envelope(theirs, 404, "not_found")
-    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT)
+    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT,
+                                      THEIR_CONNECTOR)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
     assert re.sub(ID_PATTERN, "<id>", error["message"]) == \
         re.sub(ID_PATTERN, "<id>", missing.get_json()["error"]["message"])
 
+
+
+def test_a_webhook_signed_for_one_connector_is_refused_at_any_other_alike(app, client, auth, connectors):
+    """Their connector, a connector that exists nowhere, and ours unsigned read the same (401):
+    no existence oracle, and a bearer token is no substitute for the signature."""
+    from app.inbound import custom_api
+
+    body = b'{"title": "Probe", "external_id": "probe-1"}'
+    signed = {"Content-Type": "application/json",
+              "x-causeloop-signature": custom_api.sign(connectors[MY_CONNECTOR], body, int(time.time()))}
+    bearer = {**auth(), "Content-Type": "application/json"}
+    with database_unchanged(app):
+        answers = [client.post(f"/v1/webhooks/inbound/{connector_id}", data=body, headers=headers)
+                   for connector_id, headers in ((THEIR_CONNECTOR, signed), ("con_01zzz999", signed),
+                                                 (MY_CONNECTOR, bearer))]
+    for response in answers:
+        assert_envelope(response, 401, "unauthorized")
+    assert len({response.get_json()["error"]["message"] for response in answers}) == 1
 
 def test_a_pattern_of_another_workspace_cannot_be_linked_on_create(app, client, auth):
     headers = auth()
@@ -377,7 +415,7 @@ def test_token_responses_carry_no_session_internals(client):
 
 BODY_ROUTES = [(method, path) for method, path in VALID_BODIES if VALID_BODIES[(method, path)] is not None] + [
     ("post", "/v1/auth/exchange"), ("post", "/v1/auth/refresh"), ("post", "/v1/auth/revoke"),
-    ("post", "/v1/api-tokens")]
+    ("post", "/v1/api-tokens"), ("post", "/v1/webhooks/inbound/{connector_id}")]
 
 
 @pytest.mark.parametrize("method,path", BODY_ROUTES)
@@ -420,7 +458,8 @@ def test_an_idempotency_key_over_255_characters_is_refused(app, client, auth):
 
 @pytest.mark.parametrize("path", ["/v1/issues/iss_{}", "/v1/issues/iss_{}/close", "/v1/patterns/pat_{}",
                                   "/v1/patterns/pat_{}/issues", "/v1/grouping-rules/gru_{}",
-                                  "/v1/api-tokens/tok_{}/rotate", "/v1/service-accounts/sva_{}"])
+                                  "/v1/api-tokens/tok_{}/rotate", "/v1/service-accounts/sva_{}",
+                                  "/v1/connectors/con_{}", "/v1/webhooks/inbound/con_{}"])
 def test_a_very_long_id_in_a_path_is_not_found(app, client, auth, path):
     headers = auth()
     with database_unchanged(app):
@@ -471,8 +510,7 @@ def test_a_read_only_role_is_refused_before_the_resource_is_looked_up(app, clien
     """403 even for an id that does not exist: no existence oracle for unprivileged callers."""
     headers = auth("viewer")
     with database_unchanged(app):
-        response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
-                                                 "tok_01zzz999", "sva_01zzz999"), headers,
+        response = send(client, method, concrete(path, *MISSING_IDS), headers,
                         VALID_BODIES[(method, path)])
     assert_envelope(response, 403, "forbidden")
 
@@ -522,13 +560,13 @@ def test_hostile_strings_in_a_list_parameter_are_only_data(app, client, auth, pa
                 assert not set(ids) & set(THEIR_ISSUES + [THEIR_PATTERN]), value
 
 
-@pytest.mark.parametrize("method,path", ID_ROUTES)
+@pytest.mark.parametrize("method,path", ID_ROUTES + SIGNED_ID_ROUTES)
 def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, path):
     headers = auth()
     with database_unchanged(app):
         for value in HOSTILE:
             quoted = urllib.parse.quote(value, safe="")
-            target = concrete(path, quoted, quoted, quoted, quoted, quoted)
+            target = concrete(path, quoted, quoted, quoted, quoted, quoted, quoted)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 

@@ -260,6 +260,7 @@ def test_a_token_sees_only_its_own_workspace(client, api_tokens):
     ({"scopes": [], **A_MONTH}, "scopes"),
     ({"scopes": ["issues:delete"], **A_MONTH}, "scopes.0"),
     ({"scopes": ["tokens:admin"], **A_MONTH}, "scopes.0"),
+    ({"scopes": ["connectors:admin"], **A_MONTH}, "scopes.0"),
     ({"scopes": ["issues:read"], "allowed_cidrs": ["10.0.0.0/33"], **A_MONTH}, "allowed_cidrs.0"),
     ({"scopes": ["issues:read"], "allowed_cidrs": ["example.com"], **A_MONTH}, "allowed_cidrs.0"),
     ({"scopes": ["issues:read"], "last_four": "abcd", **A_MONTH}, "last_four"),
@@ -276,7 +277,7 @@ def test_the_scope_catalogue_describes_every_scope(client, auth):
     catalogue = {entry["scope"]: entry for entry in response.get_json()["data"]}
     assert set(catalogue) == set(ALL_SCOPES) == set(SCOPE_DESCRIPTIONS)
     assert all(entry["description"] for entry in catalogue.values())
-    assert [scope for scope, entry in catalogue.items() if not entry["grantable"]] == ["tokens:admin"]
+    assert [scope for scope, entry in catalogue.items() if not entry["grantable"]] == ["tokens:admin", "connectors:admin"]
 
 
 def test_sessions_do_not_carry_the_expiry_header(client, auth):
