@@ -195,7 +195,7 @@ def require_scope(protector, scope=None, members_only=False):
                 header = WWW_AUTHENTICATE if missing else f'{WWW_AUTHENTICATE}, error="invalid_token"'
                 raise ApiError(401, message, headers={"WWW-Authenticate": header}) from None
             if members_only and principal.kind != "user":
-                raise ApiError(403, "API tokens cannot manage API tokens or service accounts; "
+                raise ApiError(403, "API tokens cannot manage API tokens, service accounts or webhooks; "
                                     "use a signed-in member's access token")
             return func(*args, **kwargs)
 

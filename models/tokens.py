@@ -45,10 +45,12 @@ SCOPE_DESCRIPTIONS = {
     "ingest:write": "Send failures from other systems (POST /v1/ingest/events and /v1/ingest/batch).",
     "members:write": "Manage the workspace's members.",
     "tokens:admin": "Manage service accounts and their tokens (signed-in members only; never held by a token).",
+    "webhooks:admin": "Manage outbound webhooks and see their deliveries (signed-in members only; never held "
+                      "by a token).",
 }
-# A token may carry any scope but tokens:admin: no token mints or manages tokens, so a leaked
-# one cannot make itself a successor.
-TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope != "tokens:admin")
+# A token may carry any scope but the two admin ones: no token mints or manages tokens, so a leaked
+# one cannot make itself a successor, nor point the workspace's events at a receiver of its choosing.
+TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope not in ("tokens:admin", "webhooks:admin"))
 
 
 def _base62(number, width):

@@ -1,0 +1,539 @@
+"""Outbound webhooks: a workspace's endpoints, and one delivery row per (endpoint, event) that
+is the truth about whether a message reached its receiver.
+
+Messages follow the Standard Webhooks spec (https://www.standardwebhooks.com): `webhook-id`
+(the message id, the same on every retry), `webhook-timestamp`, `webhook-signature` (`v1,<base64
+HMAC-SHA256 of "id.timestamp.body">`, one per valid secret, space-separated, while a rotated-out
+secret still signs). Body: `{"type", "timestamp", "data"}`, data being the event's payload as
+the live stream carries it.
+
+Delivery is at least once. `fan_out()` reads the event outbox past a per-workspace cursor and
+writes the deliveries in one transaction (so an event is never lost between commit and
+fan-out: the cursor only moves with the rows it produced); `deliver()` claims a due delivery
+with a lease, sends it to an address checked at that moment (no SSRF), and records the outcome
+with the next attempt's time; `due()` finds what a lost task left behind. The task queue
+(app/tasks.py) only makes things prompt: everything it carries can be rebuilt from these rows.
+"""
+import base64
+import dataclasses
+import datetime
+import email.utils
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import socket
+import time
+import urllib.parse
+
+import peewee as pw
+import requests
+from requests.adapters import HTTPAdapter
+from standardwebhooks.webhooks import Webhook
+
+from . import events
+from .accounts import Workspace
+from .base import (BaseModel, NotFound, RuleViolation, WorkspaceScoped, db, for_update, insert_rows, is_postgres,
+                   new_id, utcnow)
+from .events import Event
+
+log = logging.getLogger("causeloop.webhooks")
+
+# Every event type the stream carries, plus our own; `*` subscribes to all, present and future.
+EVENT_TYPES = ("issue.created", "issue.updated", "issue.status.changed", "pattern.detected",
+               "pattern.updated", "webhook.disabled")
+ALL_EVENTS = "*"
+TEST_EVENT = "webhook.test"
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+ROTATION_OVERLAP = datetime.timedelta(hours=24)
+MAX_ENDPOINTS = 50  # per workspace, so the list is one page
+MAX_ATTEMPTS_KEPT = 20  # per delivery: the newest attempts (redeliveries add more)
+# The spec's schedule: the first attempt at once, then after each failure these many seconds.
+RETRY_SCHEDULE_S = (0, 5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 14 * 3600, 20 * 3600, 24 * 3600)
+MAX_RETRY_AFTER_S = 24 * 3600
+RESPONSE_EXCERPT = 500
+# Cloud metadata services: link-local already, named anyway so a rule change cannot let them by.
+METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How deliveries behave; built from the app config (app/tasks.py), or by a test."""
+
+    retry_scale: float = 1.0  # every wait of the schedule, and disable_after, times this
+    timeout_s: float = 15.0
+    allow_insecure: bool = False  # http:// and loopback receivers: development only
+    disable_after: datetime.timedelta = datetime.timedelta(days=5)
+    jitter: float = 0.1  # each wait varies by up to ±10 %
+
+    def wait_before(self, attempt):
+        """Seconds to wait before attempt number `attempt` (1-based); None past the schedule."""
+        if attempt > len(RETRY_SCHEDULE_S):
+            return None
+        base = RETRY_SCHEDULE_S[attempt - 1] * self.retry_scale
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
+
+    @property
+    def lease(self):
+        """How long a claimed delivery stays claimed: longer than any send can take."""
+        return datetime.timedelta(seconds=2 * self.timeout_s + 5)
+
+    @property
+    def failing_limit(self):
+        return self.disable_after * self.retry_scale
+
+
+def now():
+    """Now, naive UTC with microseconds: retry times need finer steps than the API's seconds."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def new_secret():
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def write_transaction():
+    """A transaction that takes SQLite's write lock up front (as events.transaction does)."""
+    return db.atomic() if is_postgres() else db.atomic(lock_type="IMMEDIATE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a message may go: https to a public address, checked at registration and at each send.
+
+def _refused(address):
+    address = getattr(address, "ipv4_mapped", None) or address
+    if address in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    for label, test in (("a loopback", "is_loopback"), ("a private", "is_private"),
+                        ("a link-local", "is_link_local"), ("a multicast", "is_multicast"),
+                        ("a reserved", "is_reserved"), ("an unspecified", "is_unspecified")):
+        if getattr(address, test):
+            return f"{label} address"
+    if not address.is_global:
+        return "a non-public address"
+    return None
+
+
+def resolve(url, allow_insecure=False):
+    """(host, port, the checked addresses) for a receiver URL; RuleViolation on `url` if it may
+    not receive: not https, or a name resolving to any address that is not public. With
+    `allow_insecure`, http and loopback addresses are let through (never private or metadata)."""
+    parts = urllib.parse.urlsplit(url)
+    allowed_schemes = ("https", "http") if allow_insecure else ("https",)
+    if parts.scheme not in allowed_schemes:
+        raise RuleViolation("url", "A webhook URL must use https")
+    if parts.username or parts.password:
+        raise RuleViolation("url", "A webhook URL must not carry credentials")
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise RuleViolation("url", "The URL's port is not a number from 1 to 65535") from None
+    if not host:
+        raise RuleViolation("url", "A webhook URL must name a host")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise RuleViolation("url", f"The host {host!r} does not resolve") from None
+    addresses = []
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        why = _refused(address)
+        if why and not (allow_insecure and address.is_loopback):
+            raise RuleViolation("url", f"The host {host!r} resolves to {why} ({address}): webhooks are "
+                                       "sent to public addresses only")
+        addresses.append(str(address))
+    if not addresses:
+        raise RuleViolation("url", f"The host {host!r} does not resolve")
+    return host, port, addresses
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to an address checked beforehand, whatever DNS says now, while TLS still
+    checks the certificate against the URL's host name."""
+
+    def __init__(self, address, host):
+        self.address, self.host = address, host
+        super().__init__(max_retries=0)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params = {**host_params, "host": self.address}
+        if host_params["scheme"] == "https":
+            pool_kwargs = {**pool_kwargs, "server_hostname": self.host, "assert_hostname": self.host}
+        return host_params, pool_kwargs
+
+
+def _retry_after(response):
+    raw = response.headers.get("Retry-After", "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return min(int(raw), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return min(max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds()), MAX_RETRY_AFTER_S)
+
+
+@dataclasses.dataclass
+class Outcome:
+    status_code: int | None = None
+    duration_ms: int = 0
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self):
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def send(url, message_id, body, signing_secrets, policy):
+    """POST one signed message; the Outcome, never an exception."""
+    started = time.perf_counter()
+    try:
+        host, port, addresses = resolve(url, policy.allow_insecure)
+    except RuleViolation as refusal:
+        return Outcome(error=refusal.message)
+    timestamp = datetime.datetime.now(datetime.UTC)
+    signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
+    parts = urllib.parse.urlsplit(url)
+    default_port = 443 if parts.scheme == "https" else 80
+    headers = {"Content-Type": "application/json", "User-Agent": "Causeloop-Webhooks/1",
+               "Host": host if port == default_port else f"{host}:{port}",
+               "webhook-id": message_id, "webhook-timestamp": str(int(timestamp.timestamp())),
+               "webhook-signature": signature}
+    with requests.Session() as session:
+        session.trust_env = False  # an environment proxy would connect somewhere unchecked
+        session.mount(f"{parts.scheme}://", _PinnedAdapter(addresses[0], host))
+        try:
+            response = session.post(url, data=body.encode(), headers=headers, timeout=policy.timeout_s,
+                                    allow_redirects=False)
+        except requests.RequestException as error:
+            return Outcome(duration_ms=_since(started), error=f"{type(error).__name__}: {str(error)[:300]}")
+        with response:
+            outcome = Outcome(status_code=response.status_code, duration_ms=_since(started),
+                              retry_after=_retry_after(response))
+            if not outcome.ok:
+                outcome.error = f"HTTP {response.status_code}"
+    return outcome
+
+
+def _since(started):
+    return int((time.perf_counter() - started) * 1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Endpoints.
+
+class WebhookEndpoint(WorkspaceScoped, BaseModel):
+    KIND = "Webhook"
+    ID_PREFIX = "whk"
+    id = pw.CharField(primary_key=True, max_length=40)
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    url = pw.TextField()
+    description = pw.TextField(default="")
+    events = pw.JSONField()
+    secret = pw.TextField()
+    previous_secret = pw.TextField(null=True)
+    previous_secret_expires_at = pw.DateTimeField(null=True)
+    # Events numbered after this one are for this endpoint: none from before it existed.
+    since_seq = pw.BigIntegerField(default=0)
+    paused = pw.BooleanField(default=False)
+    disabled_at = pw.DateTimeField(null=True)
+    disabled_reason = pw.TextField(null=True)
+    last_delivery_status = pw.CharField(max_length=16, null=True)  # succeeded, failed
+    last_status_code = pw.IntegerField(null=True)
+    last_attempt_at = pw.DateTimeField(null=True)
+    failures_in_a_row = pw.IntegerField(default=0)
+    failing_since = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+
+    @property
+    def status(self):
+        return "disabled" if self.disabled_at else "paused" if self.paused else "active"
+
+    @property
+    def health(self):
+        return {"last_delivery_status": self.last_delivery_status, "last_status_code": self.last_status_code,
+                "last_attempt_at": self.last_attempt_at, "failures_in_a_row": self.failures_in_a_row,
+                "failing_since": self.failing_since}
+
+    def signing_secrets(self, at=None):
+        """The current secret, and the previous one while its overlap lasts."""
+        at = at or now()
+        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > at:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+    def wants(self, event_type):
+        return ALL_EVENTS in self.events or event_type in self.events
+
+    @classmethod
+    def listed(cls, workspace_id):
+        return cls.in_workspace(workspace_id).order_by(cls.created_at, cls.id)
+
+    @classmethod
+    def create_in(cls, workspace_id, data, policy):
+        resolve(data["url"], policy.allow_insecure)
+        with write_transaction():
+            if cls.in_workspace(workspace_id).count() >= MAX_ENDPOINTS:
+                raise RuleViolation("url", f"A workspace has at most {MAX_ENDPOINTS} webhooks")
+            last_seq = events.last_seq(workspace_id)
+            WebhookCursor.insert(workspace=workspace_id, last_seq=last_seq).on_conflict_ignore().execute()
+            at = now()
+            endpoint = cls.create(id=cls.next_id(), workspace=workspace_id, url=data["url"],
+                                  description=data.get("description", ""), events=_events(data["events"]),
+                                  secret=new_secret(), since_seq=last_seq, created_at=at, updated_at=at)
+        endpoint.new_secret = endpoint.secret
+        return endpoint
+
+    @classmethod
+    def update_in(cls, endpoint_id, workspace_id, changes):
+        with write_transaction():
+            endpoint = cls.get_in_workspace(endpoint_id, workspace_id, lock=True)
+            if "events" in changes:
+                endpoint.events = _events(changes["events"])
+            if "description" in changes:
+                endpoint.description = changes["description"]
+            if "paused" in changes:
+                endpoint.paused = changes["paused"]
+                if not changes["paused"]:  # resuming also re-enables a disabled endpoint
+                    endpoint.disabled_at = endpoint.disabled_reason = endpoint.failing_since = None
+                    endpoint.failures_in_a_row = 0
+            endpoint.updated_at = now()
+            endpoint.save()
+        return endpoint
+
+    @classmethod
+    def delete_in(cls, endpoint_id, workspace_id):
+        with write_transaction():
+            cls.get_in_workspace(endpoint_id, workspace_id, lock=True).delete_instance()
+
+    @classmethod
+    def rotate_in(cls, endpoint_id, workspace_id):
+        """A new secret; the one it replaces keeps signing alongside it for ROTATION_OVERLAP."""
+        with write_transaction():
+            endpoint = cls.get_in_workspace(endpoint_id, workspace_id, lock=True)
+            at = now()
+            endpoint.previous_secret, endpoint.previous_secret_expires_at = endpoint.secret, at + ROTATION_OVERLAP
+            endpoint.secret = new_secret()
+            endpoint.updated_at = at
+            endpoint.save()
+        endpoint.new_secret = endpoint.secret
+        return endpoint
+
+    @classmethod
+    def send_test(cls, endpoint_id, workspace_id):
+        """Queue a `webhook.test` message to this endpoint alone; returns its delivery."""
+        with write_transaction():
+            endpoint = cls.get_in_workspace(endpoint_id, workspace_id)
+            at = now()
+            body = _body(TEST_EVENT, at, {"webhook_id": endpoint.id})
+            return WebhookDelivery.create(id=WebhookDelivery.next_id(), workspace=workspace_id, endpoint=endpoint.id,
+                                          message_id=new_id("msg"), event_type=TEST_EVENT, body=body,
+                                          next_attempt_at=at, created_at=utcnow())
+
+    def disable(self, reason, at):
+        """Stop sending here, and say so on the event stream (in the caller's events.transaction)."""
+        self.disabled_at, self.disabled_reason = at, reason
+        events.record(self.workspace_id, "webhook.disabled",
+                      webhook={"id": self.id, "url": self.url, "disabled_reason": reason})
+
+
+def _events(requested):
+    """The subscription as stored: `*` alone, or the named types once each, in catalogue order."""
+    unknown = [name for name in requested if name != ALL_EVENTS and name not in EVENT_TYPES]
+    if unknown:
+        raise RuleViolation("events", f"Unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}, or *")
+    if ALL_EVENTS in requested:
+        return [ALL_EVENTS]
+    return [name for name in EVENT_TYPES if name in requested]
+
+
+def _body(event_type, at, data):
+    return json.dumps({"type": event_type, "timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                       "data": data}, separators=(",", ":"), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deliveries.
+
+class WebhookCursor(BaseModel):
+    """The last outbox event of the workspace that fan-out has turned into deliveries."""
+
+    workspace = pw.ForeignKeyField(Workspace, primary_key=True, on_delete="CASCADE")
+    last_seq = pw.BigIntegerField(default=0)
+
+
+class WebhookDelivery(WorkspaceScoped, BaseModel):
+    KIND = "Delivery"
+    ID_PREFIX = "whd"
+    STATUSES = ("pending", "succeeded", "failed")
+    id = pw.CharField(primary_key=True, max_length=40)
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    endpoint = pw.ForeignKeyField(WebhookEndpoint, on_delete="CASCADE")
+    event = pw.BigIntegerField(null=True, column_name="event_id")  # the outbox Event.id; null for a test
+    event_seq = pw.BigIntegerField(null=True)
+    event_type = pw.CharField(max_length=64)
+    message_id = pw.CharField(max_length=40)
+    body = pw.TextField()  # exactly what is signed and sent: outlives the outbox's retention
+    status = pw.CharField(max_length=16, default="pending")
+    attempt_count = pw.IntegerField(default=0)
+    attempts = pw.JSONField(default=list)
+    last_status_code = pw.IntegerField(null=True)
+    last_error = pw.TextField(null=True)
+    next_attempt_at = pw.DateTimeField(null=True)
+    locked_until = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField()
+    delivered_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        # Migrations own the schema; these mirror the indexes they create.
+        indexes = ((("endpoint", "event"), True), (("status", "next_attempt_at"), False),
+                   (("endpoint", "created_at"), False))
+
+    @classmethod
+    def of_endpoint(cls, endpoint_id, workspace_id):
+        endpoint = WebhookEndpoint.get_in_workspace(endpoint_id, workspace_id)
+        return cls.select().where(cls.endpoint == endpoint.id)
+
+    @classmethod
+    def redeliver_in(cls, delivery_id, endpoint_id, workspace_id):
+        """Send the same message (same `webhook-id`) again, now, whatever became of it."""
+        with write_transaction():
+            endpoint = WebhookEndpoint.get_in_workspace(endpoint_id, workspace_id)
+            delivery = for_update(cls.select().where((cls.id == delivery_id) & (cls.endpoint == endpoint.id))).first()
+            if delivery is None:
+                raise NotFound(cls.KIND, delivery_id)
+            delivery.status, delivery.next_attempt_at, delivery.locked_until = "pending", now(), None
+            delivery.save()
+        return delivery
+
+
+def has_endpoints(workspace_id):
+    """Whether any endpoint of the workspace may receive: one indexed read after each write."""
+    return (WebhookEndpoint.select(WebhookEndpoint.id)
+            .where((WebhookEndpoint.workspace == workspace_id) & WebhookEndpoint.disabled_at.is_null()).exists())
+
+
+def fan_out(workspace_id=None, limit=1000):
+    """Turn outbox events past each workspace's cursor into deliveries, moving the cursor in
+    the same transaction; returns the new deliveries' ids (to send now)."""
+    created = []
+    cursors = WebhookCursor.select(WebhookCursor.workspace)
+    if workspace_id is not None:
+        cursors = cursors.where(WebhookCursor.workspace == workspace_id)
+    for (workspace,) in list(cursors.tuples()):
+        created += _fan_out_workspace(workspace, limit)
+    return created
+
+
+def _fan_out_workspace(workspace_id, limit):
+    with write_transaction():
+        cursor = for_update(WebhookCursor.select().where(WebhookCursor.workspace == workspace_id)).first()
+        if cursor is None:
+            return []
+        batch = list(Event.select().where((Event.workspace == workspace_id) & (Event.seq > cursor.last_seq))
+                     .order_by(Event.seq).limit(limit))
+        if not batch:
+            return []
+        endpoints = list(WebhookEndpoint.select().where((WebhookEndpoint.workspace == workspace_id)
+                                                        & WebhookEndpoint.disabled_at.is_null()))
+        at, created_at, rows = now(), utcnow(), []
+        for event in batch:
+            targets = [e for e in endpoints if e.wants(event.type) and e.since_seq < event.seq]
+            if not targets:
+                continue
+            message_id, body = new_id("msg"), _body(event.type, event.created_at, event.payload)
+            rows += [{"id": WebhookDelivery.next_id(), "workspace": workspace_id, "endpoint": endpoint.id,
+                      "event": event.id, "event_seq": event.seq, "event_type": event.type,
+                      "message_id": message_id, "body": body, "next_attempt_at": at, "created_at": created_at}
+                     for endpoint in targets]
+        insert_rows(WebhookDelivery, rows, ignore_conflicts=True)
+        WebhookCursor.update(last_seq=batch[-1].seq).where(WebhookCursor.workspace == workspace_id).execute()
+    return [row["id"] for row in rows]
+
+
+def due(grace_s=0.0, limit=1000):
+    """Pending deliveries whose time came at least `grace_s` ago and that nobody holds, to
+    endpoints that are sending: what a task lost with its worker left behind."""
+    at = now()
+    query = (WebhookDelivery.select(WebhookDelivery.id).join(WebhookEndpoint)
+             .where((WebhookDelivery.status == "pending")
+                    & (WebhookDelivery.next_attempt_at <= at - datetime.timedelta(seconds=grace_s))
+                    & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < at))
+                    & ~WebhookEndpoint.paused & WebhookEndpoint.disabled_at.is_null())
+             .order_by(WebhookDelivery.next_attempt_at).limit(limit))
+    return [delivery_id for (delivery_id,) in query.tuples()]
+
+
+def _claim(delivery_id, policy):
+    at = now()
+    claimed = (WebhookDelivery.update(locked_until=at + policy.lease)
+               .where((WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending")
+                      & (WebhookDelivery.next_attempt_at <= at)
+                      & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < at)))
+               .execute())
+    if not claimed:
+        return None
+    return (WebhookDelivery.select(WebhookDelivery, WebhookEndpoint).join(WebhookEndpoint)
+            .where(WebhookDelivery.id == delivery_id).first())
+
+
+def deliver(delivery_id, policy):
+    """Make the delivery's next attempt if it is due and nobody else holds it; returns the
+    seconds until its next attempt when one is scheduled, else None."""
+    with write_transaction():
+        delivery = _claim(delivery_id, policy)
+    if delivery is None:
+        return None
+    endpoint = delivery.endpoint
+    if endpoint.disabled_at or endpoint.paused:
+        # Kept pending: resuming the endpoint sends it (the sweep finds it again).
+        WebhookDelivery.update(locked_until=None).where(WebhookDelivery.id == delivery_id).execute()
+        return None
+    outcome = send(endpoint.url, delivery.message_id, delivery.body, endpoint.signing_secrets(), policy)
+    return _record(delivery_id, endpoint.id, outcome, policy)
+
+
+def _record(delivery_id, endpoint_id, outcome, policy):
+    at = now()
+    with events.transaction():
+        delivery = for_update(WebhookDelivery.select().where(WebhookDelivery.id == delivery_id)).first()
+        endpoint = for_update(WebhookEndpoint.select().where(WebhookEndpoint.id == endpoint_id)).first()
+        if delivery is None or endpoint is None:  # deleted meanwhile
+            return None
+        delivery.attempt_count += 1
+        delivery.attempts = (delivery.attempts + [{
+            "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "status_code": outcome.status_code,
+            "duration_ms": outcome.duration_ms, "error": outcome.error}])[-MAX_ATTEMPTS_KEPT:]
+        delivery.last_status_code, delivery.last_error, delivery.locked_until = outcome.status_code, outcome.error, None
+        endpoint.last_status_code, endpoint.last_attempt_at = outcome.status_code, at
+        wait = None
+        if outcome.ok:
+            delivery.status, delivery.delivered_at, delivery.next_attempt_at = "succeeded", at, None
+            endpoint.last_delivery_status, endpoint.failures_in_a_row, endpoint.failing_since = "succeeded", 0, None
+        else:
+            endpoint.last_delivery_status = "failed"
+            endpoint.failures_in_a_row += 1
+            endpoint.failing_since = endpoint.failing_since or at
+            if outcome.status_code == 410 and not endpoint.disabled_at:
+                endpoint.disable("The receiver answered 410 Gone", at)
+            elif not endpoint.disabled_at and at - endpoint.failing_since >= policy.failing_limit:
+                endpoint.disable(f"Failing since {endpoint.failing_since:%Y-%m-%dT%H:%M:%SZ}", at)
+            wait = None if endpoint.disabled_at else policy.wait_before(delivery.attempt_count + 1)
+            if wait is not None and outcome.retry_after is not None:
+                wait = max(wait, outcome.retry_after)
+            if wait is None:
+                delivery.status, delivery.next_attempt_at = "failed", None
+            else:
+                delivery.next_attempt_at = at + datetime.timedelta(seconds=wait)
+        delivery.save()
+        endpoint.save()
+    return wait
