@@ -5,10 +5,13 @@ exactly as it was. Routes are enumerated from the OpenAPI document, so a new rou
 probed fails here rather than slipping by.
 
 Not probed here, and why: API6 (sensitive business flows) — the API has no purchase-like flow
-to automate; API7 (SSRF) — the service never fetches a client-supplied URL (`external_url` is
-stored and returned, never requested); API9 (inventory) — tests/test_openapi.py proves every
-served route is documented and tests/test_schemathesis.py that the document is accurate;
-API10 (unsafe consumption) — the only upstream is Clerk, whose tokens tests/test_auth.py covers.
+to automate; API7 (SSRF) — the one client-supplied URL the service requests is a webhook's,
+whose checks (https, public addresses only, at registration and at every send) are
+tests/test_webhooks.py's (`external_url` is stored and returned, never requested); API9
+(inventory) — tests/test_openapi.py proves every served route is documented and
+tests/test_schemathesis.py that the document is accurate; API10 (unsafe consumption) — the
+upstreams are Clerk, whose tokens tests/test_auth.py covers, and webhook receivers, of whose
+answers only the status and a bounded Retry-After are read.
 """
 import contextlib
 import datetime
@@ -18,8 +21,8 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import (MY_ACCOUNT, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT, THEIR_RULE,
-                      THEIR_TOKEN)
+from conftest import (MY_ACCOUNT, MY_DELIVERY, MY_RULE, MY_TOKEN, MY_WEBHOOK, OTHER_WORKSPACE, TEST_SECRET,
+                      THEIR_ACCOUNT, THEIR_DELIVERY, THEIR_RULE, THEIR_TOKEN, THEIR_WEBHOOK)
 from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
@@ -58,9 +61,10 @@ def spec_operations(client):
 
 
 def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE, token_id=MY_TOKEN,
-             account_id=MY_ACCOUNT):
+             account_id=MY_ACCOUNT, webhook_id=MY_WEBHOOK, delivery_id=MY_DELIVERY):
     return (path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
-            .replace("{token_id}", token_id).replace("{account_id}", account_id))
+            .replace("{token_id}", token_id).replace("{account_id}", account_id)
+            .replace("{webhook_id}", webhook_id).replace("{delivery_id}", delivery_id))
 
 
 def send(client, method, path, headers, body=None):
@@ -92,6 +96,15 @@ VALID_BODIES = {
     ("post", "/v1/service-accounts/{account_id}/tokens"): {"name": "Probe", "scopes": ["issues:read"],
                                                            "expires_in_days": 1},
     ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"): None,
+    ("get", "/v1/webhooks"): None,
+    ("post", "/v1/webhooks"): {"url": "https://93.184.215.14/probe", "events": ["*"]},
+    ("get", "/v1/webhooks/{webhook_id}"): None,
+    ("patch", "/v1/webhooks/{webhook_id}"): {"description": "Probe"},
+    ("delete", "/v1/webhooks/{webhook_id}"): None,
+    ("post", "/v1/webhooks/{webhook_id}/rotate"): None,
+    ("post", "/v1/webhooks/{webhook_id}/test"): None,
+    ("get", "/v1/webhooks/{webhook_id}/deliveries"): None,
+    ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): None,
 }
 # Privileged routes: a scope beyond reading (tokens:admin reads service accounts too).
 PRIVILEGED = (":write", ":admin")
@@ -121,8 +134,15 @@ ID_ROUTES = [
     ("delete", "/v1/service-accounts/{account_id}"),
     ("post", "/v1/service-accounts/{account_id}/tokens"),
     ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"),
+    ("get", "/v1/webhooks/{webhook_id}"),
+    ("patch", "/v1/webhooks/{webhook_id}"),
+    ("delete", "/v1/webhooks/{webhook_id}"),
+    ("post", "/v1/webhooks/{webhook_id}/rotate"),
+    ("post", "/v1/webhooks/{webhook_id}/test"),
+    ("get", "/v1/webhooks/{webhook_id}/deliveries"),
+    ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
 ]
-ID_PATTERN = r"\b(iss|pat|gru|tok|sva)_\w+"
+ID_PATTERN = r"\b(iss|pat|gru|tok|sva|whk|whd)_\w+"
 
 
 def test_every_id_taking_route_is_probed(client):
@@ -131,17 +151,19 @@ def test_every_id_taking_route_is_probed(client):
 
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
-def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens,
+def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens, webhooks,
                                                          method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
         theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN,
-                                               THEIR_ACCOUNT), headers, body)
+                                               THEIR_ACCOUNT, THEIR_WEBHOOK, THEIR_DELIVERY), headers, body)
         missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
-                                                "tok_01zzz999", "sva_01zzz999"), headers, body)
+                                                "tok_01zzz999", "sva_01zzz999", "whk_01zzz999", "whd_01zzz999"),
+                       headers, body)
     error = assert_envelope(theirs, 404, "not_found")
-    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT)
+    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT,
+                                      THEIR_WEBHOOK)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
     assert re.sub(ID_PATTERN, "<id>", error["message"]) == \
@@ -420,7 +442,8 @@ def test_an_idempotency_key_over_255_characters_is_refused(app, client, auth):
 
 @pytest.mark.parametrize("path", ["/v1/issues/iss_{}", "/v1/issues/iss_{}/close", "/v1/patterns/pat_{}",
                                   "/v1/patterns/pat_{}/issues", "/v1/grouping-rules/gru_{}",
-                                  "/v1/api-tokens/tok_{}/rotate", "/v1/service-accounts/sva_{}"])
+                                  "/v1/api-tokens/tok_{}/rotate", "/v1/service-accounts/sva_{}",
+                                  "/v1/webhooks/whk_{}"])
 def test_a_very_long_id_in_a_path_is_not_found(app, client, auth, path):
     headers = auth()
     with database_unchanged(app):
@@ -472,8 +495,8 @@ def test_a_read_only_role_is_refused_before_the_resource_is_looked_up(app, clien
     headers = auth("viewer")
     with database_unchanged(app):
         response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
-                                                 "tok_01zzz999", "sva_01zzz999"), headers,
-                        VALID_BODIES[(method, path)])
+                                                 "tok_01zzz999", "sva_01zzz999", "whk_01zzz999", "whd_01zzz999"),
+                        headers, VALID_BODIES[(method, path)])
     assert_envelope(response, 403, "forbidden")
 
 
@@ -497,6 +520,7 @@ LIST_PARAMETERS = {
                                           "sort", "cursor", "limit"],
     f"/v1/issues/{MY_ISSUE}/similar": ["limit"],
     "/v1/grouping-rules": ["cursor", "limit"],
+    f"/v1/webhooks/{MY_WEBHOOK}/deliveries": ["cursor", "limit"],
 }
 
 
@@ -509,7 +533,7 @@ def test_every_query_parameter_is_probed(client):
 
 @pytest.mark.parametrize("path,parameter", [(path, name) for path, names in LIST_PARAMETERS.items()
                                             for name in names])
-def test_hostile_strings_in_a_list_parameter_are_only_data(app, client, auth, path, parameter):
+def test_hostile_strings_in_a_list_parameter_are_only_data(app, client, auth, webhooks, path, parameter):
     headers = auth()
     with database_unchanged(app):
         for value in HOSTILE:
@@ -528,7 +552,7 @@ def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, p
     with database_unchanged(app):
         for value in HOSTILE:
             quoted = urllib.parse.quote(value, safe="")
-            target = concrete(path, quoted, quoted, quoted, quoted, quoted)
+            target = concrete(path, quoted, quoted, quoted, quoted, quoted, quoted, quoted)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 

@@ -26,11 +26,13 @@ SEED_IDS = {
     "rule_id": ["gru_01abc123", "gru_02def100"],  # the grouping_rules fixture's
     "token_id": ["tok_01abc123", "tok_01abc124", "tok_02def100"],  # the api_tokens fixture's
     "account_id": ["sva_01abc123", "sva_02def100"],
+    "webhook_id": ["whk_01abc123", "whk_02def100"],  # the webhooks fixture's
+    "delivery_id": ["whd_01abc123", "whd_02def100"],
 }
 
 
 @pytest.fixture
-def api_schema(app, auth, grouping_rules, api_tokens):
+def api_schema(app, auth, grouping_rules, api_tokens, webhooks):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 
