@@ -489,8 +489,7 @@ def _claim(delivery_id, policy):
 def deliver(delivery_id, policy):
     """Make the delivery's next attempt if it is due and nobody else holds it; returns the
     seconds until its next attempt when one is scheduled, else None."""
-    with write_transaction():
-        delivery = _claim(delivery_id, policy)
+    delivery = _claim(delivery_id, policy)  # one UPDATE: atomic on its own
     if delivery is None:
         return None
     endpoint = delivery.endpoint
@@ -499,27 +498,36 @@ def deliver(delivery_id, policy):
         WebhookDelivery.update(locked_until=None).where(WebhookDelivery.id == delivery_id).execute()
         return None
     outcome = send(endpoint.url, delivery.message_id, delivery.body, endpoint.signing_secrets(), policy)
-    return _record(delivery_id, endpoint.id, outcome, policy)
+    return _record(delivery, outcome, policy)
 
 
-def _record(delivery_id, endpoint_id, outcome, policy):
+DELIVERY_OUTCOME = ("attempt_count", "attempts", "last_status_code", "last_error", "locked_until", "status",
+                    "delivered_at", "next_attempt_at")
+ENDPOINT_HEALTH = ("last_status_code", "last_attempt_at", "last_delivery_status", "failures_in_a_row",
+                   "failing_since", "disabled_at", "disabled_reason")
+
+
+def _record(delivery, outcome, policy):
+    """Write the attempt's outcome: the delivery's (held under our lease, so nobody else
+    writes it) and the endpoint's health, with its row locked for the failure rules."""
     at = now()
+    delivery.attempt_count += 1
+    delivery.attempts = (delivery.attempts + [{
+        "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "status_code": outcome.status_code,
+        "duration_ms": outcome.duration_ms, "error": outcome.error}])[-MAX_ATTEMPTS_KEPT:]
+    delivery.last_status_code, delivery.last_error, delivery.locked_until = outcome.status_code, outcome.error, None
+    wait = None
     with events.transaction():
-        delivery = for_update(WebhookDelivery.select().where(WebhookDelivery.id == delivery_id)).first()
-        endpoint = for_update(WebhookEndpoint.select().where(WebhookEndpoint.id == endpoint_id)).first()
-        if delivery is None or endpoint is None:  # deleted meanwhile
-            return None
-        delivery.attempt_count += 1
-        delivery.attempts = (delivery.attempts + [{
-            "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "status_code": outcome.status_code,
-            "duration_ms": outcome.duration_ms, "error": outcome.error}])[-MAX_ATTEMPTS_KEPT:]
-        delivery.last_status_code, delivery.last_error, delivery.locked_until = outcome.status_code, outcome.error, None
-        endpoint.last_status_code, endpoint.last_attempt_at = outcome.status_code, at
-        wait = None
         if outcome.ok:
             delivery.status, delivery.delivered_at, delivery.next_attempt_at = "succeeded", at, None
-            endpoint.last_delivery_status, endpoint.failures_in_a_row, endpoint.failing_since = "succeeded", 0, None
+            (WebhookEndpoint.update(last_status_code=outcome.status_code, last_attempt_at=at,
+                                    last_delivery_status="succeeded", failures_in_a_row=0, failing_since=None)
+             .where(WebhookEndpoint.id == delivery.endpoint_id).execute())
         else:
+            endpoint = for_update(WebhookEndpoint.select().where(WebhookEndpoint.id == delivery.endpoint_id)).first()
+            if endpoint is None:  # deleted meanwhile, its deliveries with it
+                return None
+            endpoint.last_status_code, endpoint.last_attempt_at = outcome.status_code, at
             endpoint.last_delivery_status = "failed"
             endpoint.failures_in_a_row += 1
             endpoint.failing_since = endpoint.failing_since or at
@@ -534,6 +542,6 @@ def _record(delivery_id, endpoint_id, outcome, policy):
                 delivery.status, delivery.next_attempt_at = "failed", None
             else:
                 delivery.next_attempt_at = at + datetime.timedelta(seconds=wait)
-        delivery.save()
-        endpoint.save()
+            endpoint.save(only=[WebhookEndpoint._meta.fields[name] for name in ENDPOINT_HEALTH])
+        delivery.save(only=[WebhookDelivery._meta.fields[name] for name in DELIVERY_OUTCOME])
     return wait
