@@ -5,7 +5,8 @@ threaded receivers verifying every message with standardwebhooks, one of them fa
 of its requests (`--flaky`, default 20 %) with retries scaled down (`--retry-scale`). Events
 come from `/v1/ingest/batch` (each record: an issue.created, plus the pattern events it causes).
 Prints deliveries/s, commit → delivery p50/p99 (the outbox event's commit time to the receiver
-verifying it: one clock), and whether every receiver got every event once. Asserts nothing.
+verifying it: one clock) for the burst (mostly time queued behind it) and for single writes
+afterwards, and whether every receiver got every event of the burst. Asserts nothing.
 
     .venv/bin/python bench/webhooks.py [--events 10000] [--endpoints 5] [--threads 16]
 """
@@ -91,7 +92,8 @@ def main():
     parser.add_argument("--threads", type=int, default=16, help="the worker's delivery threads")
     parser.add_argument("--flaky", type=float, default=0.2, help="share of requests the last receiver fails")
     parser.add_argument("--retry-scale", type=float, default=0.002)
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every delivery")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every delivery")
+    parser.add_argument("--trickle", type=int, default=50, help="single writes after the burst, for idle latency")
     args = parser.parse_args()
 
     folder = tempfile.mkdtemp(prefix="causeloop-bench-webhooks-")
@@ -128,11 +130,25 @@ def main():
             while time.monotonic() < deadline and sum(len(r.arrived) for r in receivers) < expected:
                 time.sleep(0.2)
             elapsed = time.perf_counter() - started
+            # Then at a trickle, with no backlog: one issue every 200 ms.
+            burst_ids = [set(r.arrived) for r in receivers]
+            for n in range(args.trickle):
+                requests.post(base + "/v1/issues", headers=headers, json={"title": f"Trickle {n}"}, timeout=10)
+                time.sleep(0.2)
+            trickle_events = outbox_count(database) - before - events
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and \
+                    sum(len(r.arrived) for r in receivers) < (events + trickle_events) * len(receivers):
+                time.sleep(0.2)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
             log.close()
 
+    trickle = [latency for r, seen in zip(receivers[:-1], burst_ids) for message_id, latency in r.arrived.items()
+               if message_id not in seen]
+    for r, seen in zip(receivers, burst_ids):
+        r.arrived = {message_id: latency for message_id, latency in r.arrived.items() if message_id in seen}
     delivered = sum(len(r.arrived) for r in receivers)
     latencies = [latency for r in receivers for latency in r.arrived.values()]
     steady = [latency for r in receivers[:-1] for latency in r.arrived.values()]
@@ -144,6 +160,8 @@ def main():
           f"p99 {percentile(latencies, 0.99) * 1000:,.0f} ms "
           f"(healthy receivers only: p50 {percentile(steady, 0.5) * 1000:,.0f} ms, "
           f"p99 {percentile(steady, 0.99) * 1000:,.0f} ms)")
+    print(f"at a trickle afterwards ({trickle_events} events, one write per 200 ms, healthy receivers): "
+          f"p50 {percentile(trickle, 0.5) * 1000:,.0f} ms, p99 {percentile(trickle, 0.99) * 1000:,.0f} ms")
     for n, receiver in enumerate(receivers):
         print(f"  receiver {n}: {len(receiver.arrived)} of {events} events, {receiver.requests} requests, "
               f"{receiver.refused} refused on purpose, {receiver.bad} failed verification")
