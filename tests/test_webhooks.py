@@ -434,10 +434,13 @@ def test_every_event_reaches_a_flaky_receiver_through_a_rotation(tmp_path, recei
         start_worker()
         write_issues(base, headers, 15, "Before rotation")
         rotated = requests.post(f"{base}/v1/webhooks/{created['id']}/rotate", headers=headers, timeout=5).json()
-        hook.secrets[:] = [rotated["secret"]]  # the receiver knows only the new secret from now on
-        write_issues(base, headers, 15, "After rotation")
+        write_issues(base, headers, 15, "After rotation")  # the receiver still knows only the old secret
+        assert wait_for(lambda: received_as_outbox(hook, database)), (len(hook.verified), len(outbox_events(database)))
+        hook.secrets[:] = [rotated["secret"]]  # now only the new one
+        write_issues(base, headers, 5, "New secret only")
         assert wait_for(lambda: received_as_outbox(hook, database)), (len(hook.verified), len(outbox_events(database)))
         assert not hook.unverified
+        assert hook.verified[-1][2]["webhook-signature"].count("v1,") == 2
         health = requests.get(f"{base}/v1/webhooks/{created['id']}", headers=headers, timeout=5).json()["health"]
         assert health["last_delivery_status"] in ("succeeded", "failed")
 
