@@ -4,7 +4,7 @@ import logging
 from flask import Flask
 
 from . import auth as authentication
-from . import clerk, cli, config, events, ratelimit, requests
+from . import clerk, cli, config, events, ratelimit, requests, tasks
 from .api import CommaList
 from .errors import register_error_handlers
 from .extensions import api, cors, limiter
@@ -27,8 +27,8 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import (auth, connectors, grouping_rules, ingest, issues, meta, patterns, stream, tokens,
-                            webhooks)
+    from blueprints import (auth, connectors, grouping_rules, inbound, ingest, issues, meta, patterns, stream,
+                            tokens, webhooks)
     from models import Issue, Pattern, db, make_database
 
     app = Flask(__name__)
@@ -54,7 +54,7 @@ def create_app(overrides=None):
                   max_age=600)
     api.init_app(app)
     api.register_field(CommaList, "string", None)
-    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, connectors, webhooks):
+    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, connectors, inbound, webhooks):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)
@@ -63,6 +63,7 @@ def create_app(overrides=None):
     cli.init_app(app)
     events.init_app(app, serializers={Issue: issues.IssueSchema().dump,
                                       Pattern: patterns.PatternSchema().dump})
+    tasks.init_app(app)
 
     if app.config["USE_MOCK"]:
         cli.prepare_mock_database()

@@ -196,7 +196,7 @@ def require_scope(protector, scope=None, members_only=False):
                 raise ApiError(401, message, headers={"WWW-Authenticate": header}) from None
             if members_only and principal.kind != "user":
                 raise ApiError(403, "API tokens cannot manage credentials (API tokens, service accounts, "
-                                    "connectors); use a signed-in member's access token")
+                                    "connectors, webhooks); use a signed-in member's access token")
             return func(*args, **kwargs)
 
         return wrapper

@@ -7,6 +7,8 @@ from fixtures import synthetic
 from models import db, provision_owner, schema
 from models.base import release_connections
 
+from . import tasks
+
 
 def prepare_mock_database():
     """Mock mode: migrate, then load the seed into an empty database."""
@@ -22,6 +24,11 @@ def init_app(app):
         """Apply pending schema migrations (a no-op when up to date)."""
         applied = schema.migrate()
         click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+    @app.cli.command("worker")
+    def worker_command():
+        """Run the task worker: webhook fan-out, delivery and retries (Huey's consumer)."""
+        tasks.run_worker(app)
 
     @app.cli.command("seed")
     @click.option("--reset", is_flag=True, help="Delete every row first, then load the seed.")

@@ -39,6 +39,13 @@ def _number(environ, name, default, kind=int, minimum=None):
     return value
 
 
+def _choice(environ, name, choices, default):
+    value = (environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {environ.get(name)!r}")
+    return value
+
+
 def _list(environ, name, default=""):
     raw = environ.get(name, default)
     return [item.strip() for item in raw.split(",") if item.strip()]
@@ -74,6 +81,14 @@ def from_env(environ=None):
         "STREAM_MAX_SOCKETS": _number(env, "STREAM_MAX_SOCKETS", max(1, threads - HTTP_THREADS), minimum=1),
         # The threads that may be serving HTTP at once, plus a few for streams' short lookups.
         "DB_POOL_SIZE": _number(env, "DB_POOL_SIZE", HTTP_THREADS + 4, minimum=1),
+        # Outbound webhooks (app/tasks.py, models/webhooks.py).
+        "WORKER": _choice(env, "WORKER", ("inline", "external"), "inline"),
+        "WORKER_THREADS": _number(env, "WORKER_THREADS", 8, minimum=1),
+        "HUEY_SQLITE_PATH": env.get("HUEY_SQLITE_PATH", ""),
+        "WEBHOOKS_ALLOW_INSECURE": _flag(env, "WEBHOOKS_ALLOW_INSECURE"),
+        "WEBHOOK_RETRY_SCALE": _number(env, "WEBHOOK_RETRY_SCALE", 1.0, float, minimum=0.0),
+        "WEBHOOK_TIMEOUT_S": _number(env, "WEBHOOK_TIMEOUT_S", 15.0, float, minimum=0.1),
+        "WEBHOOK_SWEEP_S": _number(env, "WEBHOOK_SWEEP_S", 5.0, float, minimum=0.1),
         "ACCESS_TOKEN_TTL_S": 72 * 3600,
         "REFRESH_TOKEN_TTL_S": 30 * 24 * 3600,
     }

@@ -9,7 +9,7 @@ from app.extensions import protector
 from app.pagination import list_schema
 from blueprints.tokens import whole_list
 from models import Connector
-from models.webhooks import CONNECTOR_TYPES, MAX_CONNECTORS
+from models.connectors import CONNECTOR_TYPES, MAX_CONNECTORS
 
 blp = Blueprint("connectors", __name__, url_prefix="/v1/connectors", protector=protector,
                 description="Inbound webhook connectors: paste a connector's URL and secret into Sentry, "
@@ -28,7 +28,7 @@ class ConnectorSchema(ma.Schema):
     display_name = ma.fields.String(required=True, metadata={"example": "Production Alertmanager"})
     enabled = ma.fields.Boolean(required=True, metadata={"description": "A disabled connector's deliveries are 401s."})
     inbound_url = ma.fields.Function(
-        lambda connector: url_for("webhooks.receive", connector_id=connector.id, _external=True),
+        lambda connector: url_for("inbound.receive", connector_id=connector.id, _external=True),
         required=True, metadata={"description": "Where the tool sends its webhooks (no bearer token: the "
                                                 "signature authenticates them).", "type": "string"})
     secret_last_four = ma.fields.String(required=True, metadata={

@@ -9,15 +9,19 @@ from .patterns import PATTERN_STATUSES, Pattern
 from .grouping.rules import GroupingRule, GroupingRuleVersion
 from .grouping.similarity import CannotLink, GroupingCorrection, GroupingSettings, SourceProfile
 from .tokens import ApiToken, ServiceAccount
-from .webhooks import Connector, WebhookDelivery
+from .connectors import Connector, InboundDelivery
+from .webhooks import WebhookCursor, WebhookDelivery, WebhookEndpoint
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
           EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,
-          GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken, Connector, WebhookDelivery]
+          GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken, Connector, InboundDelivery,
+          WebhookEndpoint, WebhookCursor, WebhookDelivery]
 
 __all__ = [
     "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
-    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "ApiToken", "ServiceAccount", "Connector", "WebhookDelivery", "Conflict", "Forbidden", "NotFound", "RuleViolation",
+    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS",
+    "ApiToken", "ServiceAccount", "Connector", "InboundDelivery", "WebhookCursor", "WebhookDelivery", "WebhookEndpoint",
+    "Conflict", "Forbidden", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

@@ -12,7 +12,7 @@ ROLE_SCOPES = {
     "viewer": ("issues:read", "patterns:read"),
     "analyst": ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write"),
 }
-ALL_SCOPES = ROLE_SCOPES["analyst"] + ("members:write", "tokens:admin", "connectors:admin")
+ALL_SCOPES = ROLE_SCOPES["analyst"] + ("members:write", "tokens:admin", "connectors:admin", "webhooks:admin")
 ROLE_SCOPES["tenant_admin"] = ALL_SCOPES
 ROLE_SCOPES["owner"] = ALL_SCOPES
 ROLES = tuple(ROLE_SCOPES)

@@ -47,10 +47,13 @@ SCOPE_DESCRIPTIONS = {
     "tokens:admin": "Manage service accounts and their tokens (signed-in members only; never held by a token).",
     "connectors:admin": "Manage inbound webhook connectors and their signing secrets (signed-in members only; "
                         "never held by a token).",
+    "webhooks:admin": "Manage outbound webhooks and see their deliveries (signed-in members only; never held "
+                      "by a token).",
 }
 # A token may carry any scope but the admin ones: no token mints or manages tokens or webhook
-# secrets, so a leaked one cannot make itself a successor or a way in.
-ADMIN_SCOPES = ("tokens:admin", "connectors:admin")
+# secrets, so a leaked one cannot make itself a successor, a way in, nor point the workspace's
+# events at a receiver of its choosing.
+ADMIN_SCOPES = ("tokens:admin", "connectors:admin", "webhooks:admin")
 TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope not in ADMIN_SCOPES)
 
 

@@ -1,296 +1,547 @@
-"""Inbound webhook connectors: a workspace's sources (Sentry, PagerDuty, GitHub, ...), their
-signing secrets, and the deliveries received from them.
+"""Outbound webhooks: a workspace's endpoints, and one delivery row per (endpoint, event) that
+is the truth about whether a message reached its receiver.
 
-Checking a signature (an HMAC over the body) needs the secret itself, so it is stored, sealed:
-AES-256-GCM under a key derived with HKDF-SHA256 from JWT_SECRET, with the connector's id as
-associated data (a sealed secret copied to another connector's row does not open). A database
-dump alone reveals no secret; replacing JWT_SECRET makes every sealed secret unreadable, so
-rotate each connector's secret after replacing it (deliveries are 401s until then).
+Messages follow the Standard Webhooks spec (https://www.standardwebhooks.com): `webhook-id`
+(the message id, the same on every retry), `webhook-timestamp`, `webhook-signature` (`v1,<base64
+HMAC-SHA256 of "id.timestamp.body">`, one per valid secret, space-separated, while a rotated-out
+secret still signs). Body: `{"type", "timestamp", "data"}`, data being the event's payload as
+the live stream carries it.
 
-A rotated-out secret keeps verifying for PREVIOUS_SECRET_TTL, so a sender can be reconfigured
-without losing deliveries. Each delivery's sender-given id is kept (unique per connector) in
-the transaction that stores its issues: a redelivery, even a concurrent one, stores nothing.
+Delivery is at least once. `fan_out()` reads the event outbox past a per-workspace cursor and
+writes the deliveries in one transaction (so an event is never lost between commit and
+fan-out: the cursor only moves with the rows it produced); `deliver()` claims a due delivery
+with a lease, sends it to an address checked at that moment (no SSRF), and records the outcome
+with the next attempt's time; `due()` finds what a lost task left behind. The task queue
+(app/tasks.py) only makes things prompt: everything it carries can be rebuilt from these rows.
 """
 import base64
+import dataclasses
 import datetime
-import functools
-import hashlib
+import email.utils
+import ipaddress
+import json
 import logging
-import os
 import random
 import secrets
+import socket
 import time
+import urllib.parse
 
 import peewee as pw
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import current_app
+import requests
+from requests.adapters import HTTPAdapter
+from standardwebhooks.webhooks import Webhook
 
 from . import events
-from .accounts import User, Workspace
-from .base import BaseModel, Conflict, RuleViolation, WorkspaceScoped, db, utcnow
-from .ingest import ingest
-from .issues import DONE_STATUSES, Issue
-
-CONNECTOR_TYPES = ("sentry", "pagerduty", "github", "alertmanager", "datadog", "jira", "custom_api")
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32  # 256 bits, base64url: 43 characters after the prefix
-PREVIOUS_SECRET_TTL = datetime.timedelta(hours=24)
-MAX_CONNECTORS = 100  # per workspace, so a list is one page
-DELIVERY_RETENTION = datetime.timedelta(days=30)  # redeliveries older than this are stored again
-DELIVERY_ID_MAX = 255
-DEADLOCK_ATTEMPTS = 5
-_HKDF_INFO = b"causeloop connector secret v1"
-_NONCE_BYTES = 12
-# The issue sources each type writes, for resolving by external id (Grafana sends Alertmanager's shape).
-SOURCES = {"alertmanager": ("alertmanager", "grafana")}
+from .accounts import Workspace
+from .base import (BaseModel, NotFound, RuleViolation, WorkspaceScoped, db, for_update, insert_rows, is_postgres,
+                   new_id, utcnow)
+from .events import Event
 
 log = logging.getLogger("causeloop.webhooks")
 
-
-def new_secret():
-    return SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
-
-
-@functools.lru_cache(maxsize=4)
-def _cipher(master):
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(master.encode())
-    return AESGCM(key)
-
-
-def seal(secret, connector_id):
-    """The secret encrypted for storage, bound to its connector: base64 of nonce + ciphertext."""
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = _cipher(current_app.config["JWT_SECRET"]).encrypt(nonce, secret.encode(), connector_id.encode())
-    return base64.b64encode(nonce + sealed).decode()
-
-
-def unseal(stored, connector_id):
-    """The secret, or None when it cannot be opened (JWT_SECRET was replaced, or the row altered)."""
-    try:
-        raw = base64.b64decode(stored)
-        plain = _cipher(current_app.config["JWT_SECRET"]).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:],
-                                                                  connector_id.encode())
-    except (InvalidTag, ValueError):
-        log.warning("connector %s: its secret cannot be unsealed (was JWT_SECRET replaced?); rotate it", connector_id)
-        return None
-    return plain.decode()
+# Every event type the stream carries, plus our own; `*` subscribes to all, present and future.
+EVENT_TYPES = ("issue.created", "issue.updated", "issue.status.changed", "pattern.detected",
+               "pattern.updated", "webhook.disabled")
+ALL_EVENTS = "*"
+TEST_EVENT = "webhook.test"
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+ROTATION_OVERLAP = datetime.timedelta(hours=24)
+MAX_ENDPOINTS = 50  # per workspace, so the list is one page
+MAX_ATTEMPTS_KEPT = 20  # per delivery: the newest attempts (redeliveries add more)
+# The spec's schedule: the first attempt at once, then after each failure these many seconds.
+RETRY_SCHEDULE_S = (0, 5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 14 * 3600, 20 * 3600, 24 * 3600)
+MAX_RETRY_AFTER_S = 24 * 3600
+RESPONSE_EXCERPT = 500
+# Cloud metadata services: link-local already, named anyway so a rule change cannot let them by.
+METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
 
-class Connector(WorkspaceScoped, BaseModel):
-    """One source sending webhooks into a workspace, at its own URL, with its own secret."""
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How deliveries behave; built from the app config (app/tasks.py), or by a test."""
 
-    KIND = "Connector"
-    ID_PREFIX = "con"
-    id = pw.CharField(primary_key=True, max_length=40)
-    workspace = pw.ForeignKeyField(Workspace, backref="connectors", on_delete="CASCADE")
-    type = pw.CharField(max_length=20)
-    display_name = pw.CharField(max_length=100)
-    enabled = pw.BooleanField(default=True)
-    secret_sealed = pw.TextField()
-    secret_last_four = pw.CharField(max_length=4)
-    previous_secret_sealed = pw.TextField(null=True)
-    previous_secret_expires_at = pw.DateTimeField(null=True)
-    created_by = pw.ForeignKeyField(User, null=True, on_delete="SET NULL")
-    created_at = pw.DateTimeField(default=utcnow)
-    updated_at = pw.DateTimeField(default=utcnow)
-    rotated_at = pw.DateTimeField(null=True)
+    retry_scale: float = 1.0  # every wait of the schedule, and disable_after, times this
+    timeout_s: float = 15.0
+    allow_insecure: bool = False  # http:// and loopback receivers: development only
+    disable_after: datetime.timedelta = datetime.timedelta(days=5)
+    jitter: float = 0.1  # each wait varies by up to ±10 %
 
-    class Meta:
-        # Migrations own the schema; these mirror the indexes they create.
-        indexes = ((("workspace", "display_name"), True),)
+    def wait_before(self, attempt):
+        """Seconds to wait before attempt number `attempt` (1-based); None past the schedule."""
+        if attempt > len(RETRY_SCHEDULE_S):
+            return None
+        base = RETRY_SCHEDULE_S[attempt - 1] * self.retry_scale
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
 
     @property
-    def previous_secret_valid_until(self):
-        """When the rotated-out secret stops verifying; None when there is none (or no longer)."""
-        until = self.previous_secret_expires_at
-        return until if self.previous_secret_sealed and until and until > utcnow() else None
+    def lease(self):
+        """How long a claimed delivery stays claimed: longer than any send can take."""
+        return datetime.timedelta(seconds=2 * self.timeout_s + 5)
 
-    def verifying_secrets(self):
-        """Every secret a delivery may be signed with right now: the current one, and the
-        previous one during its grace period."""
-        found = [unseal(self.secret_sealed, self.id)]
-        if self.previous_secret_valid_until is not None:
-            found.append(unseal(self.previous_secret_sealed, self.id))
-        return [secret for secret in found if secret]
+    @property
+    def failing_limit(self):
+        return self.disable_after * self.retry_scale
 
-    def _set_secret(self, secret):
-        self.secret_sealed, self.secret_last_four = seal(secret, self.id), secret[-4:]
-        self.secret = secret  # on this object only: the one response that shows it
+
+def now():
+    """Now, naive UTC with microseconds: retry times need finer steps than the API's seconds."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def new_secret():
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def write_transaction():
+    """A transaction that takes SQLite's write lock up front (as events.transaction does)."""
+    return db.atomic() if is_postgres() else db.atomic(lock_type="IMMEDIATE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a message may go: https to a public address, checked at registration and at each send.
+
+def _refused(address):
+    address = getattr(address, "ipv4_mapped", None) or address
+    if address in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    for label, test in (("a loopback", "is_loopback"), ("a private", "is_private"),
+                        ("a link-local", "is_link_local"), ("a multicast", "is_multicast"),
+                        ("a reserved", "is_reserved"), ("an unspecified", "is_unspecified")):
+        if getattr(address, test):
+            return f"{label} address"
+    if not address.is_global:
+        return "a non-public address"
+    return None
+
+
+def resolve(url, allow_insecure=False):
+    """(host, port, the checked addresses) for a receiver URL; RuleViolation on `url` if it may
+    not receive: not https, or a name resolving to any address that is not public. With
+    `allow_insecure`, http and loopback addresses are let through (never private or metadata)."""
+    parts = urllib.parse.urlsplit(url)
+    allowed_schemes = ("https", "http") if allow_insecure else ("https",)
+    if parts.scheme not in allowed_schemes:
+        raise RuleViolation("url", "A webhook URL must use https")
+    if parts.username or parts.password:
+        raise RuleViolation("url", "A webhook URL must not carry credentials")
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise RuleViolation("url", "The URL's port is not a number from 1 to 65535") from None
+    if not host:
+        raise RuleViolation("url", "A webhook URL must name a host")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise RuleViolation("url", f"The host {host!r} does not resolve") from None
+    addresses = []
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        why = _refused(address)
+        if why and not (allow_insecure and address.is_loopback):
+            raise RuleViolation("url", f"The host {host!r} resolves to {why} ({address}): webhooks are "
+                                       "sent to public addresses only")
+        addresses.append(str(address))
+    if not addresses:
+        raise RuleViolation("url", f"The host {host!r} does not resolve")
+    return host, port, addresses
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to an address checked beforehand, whatever DNS says now, while TLS still
+    checks the certificate against the URL's host name."""
+
+    def __init__(self, address, host):
+        self.address, self.host = address, host
+        super().__init__(max_retries=0)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params = {**host_params, "host": self.address}
+        if host_params["scheme"] == "https":
+            pool_kwargs = {**pool_kwargs, "server_hostname": self.host, "assert_hostname": self.host}
+        return host_params, pool_kwargs
+
+
+def _retry_after(response):
+    raw = response.headers.get("Retry-After", "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return min(int(raw), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return min(max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds()), MAX_RETRY_AFTER_S)
+
+
+@dataclasses.dataclass
+class Outcome:
+    status_code: int | None = None
+    duration_ms: int = 0
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self):
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def send(url, message_id, body, signing_secrets, policy):
+    """POST one signed message; the Outcome, never an exception."""
+    started = time.perf_counter()
+    try:
+        host, port, addresses = resolve(url, policy.allow_insecure)
+    except RuleViolation as refusal:
+        return Outcome(error=refusal.message)
+    timestamp = datetime.datetime.now(datetime.UTC)
+    signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
+    parts = urllib.parse.urlsplit(url)
+    default_port = 443 if parts.scheme == "https" else 80
+    headers = {"Content-Type": "application/json", "User-Agent": "Causeloop-Webhooks/1",
+               "Host": host if port == default_port else f"{host}:{port}",
+               "webhook-id": message_id, "webhook-timestamp": str(int(timestamp.timestamp())),
+               "webhook-signature": signature}
+    with requests.Session() as session:
+        session.trust_env = False  # an environment proxy would connect somewhere unchecked
+        session.mount(f"{parts.scheme}://", _PinnedAdapter(addresses[0], host))
+        try:
+            response = session.post(url, data=body.encode(), headers=headers, timeout=policy.timeout_s,
+                                    allow_redirects=False)
+        except requests.RequestException as error:
+            return Outcome(duration_ms=_since(started), error=f"{type(error).__name__}: {str(error)[:300]}")
+        with response:
+            outcome = Outcome(status_code=response.status_code, duration_ms=_since(started),
+                              retry_after=_retry_after(response))
+            if not outcome.ok:
+                outcome.error = f"HTTP {response.status_code}"
+    return outcome
+
+
+def _since(started):
+    return int((time.perf_counter() - started) * 1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Endpoints.
+
+class WebhookEndpoint(WorkspaceScoped, BaseModel):
+    KIND = "Webhook"
+    ID_PREFIX = "whk"
+    id = pw.CharField(primary_key=True, max_length=40)
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    url = pw.TextField()
+    description = pw.TextField(default="")
+    events = pw.JSONField()
+    secret = pw.TextField()
+    previous_secret = pw.TextField(null=True)
+    previous_secret_expires_at = pw.DateTimeField(null=True)
+    # Events numbered after this one are for this endpoint: none from before it existed.
+    since_seq = pw.BigIntegerField(default=0)
+    paused = pw.BooleanField(default=False)
+    disabled_at = pw.DateTimeField(null=True)
+    disabled_reason = pw.TextField(null=True)
+    last_delivery_status = pw.CharField(max_length=16, null=True)  # succeeded, failed
+    last_status_code = pw.IntegerField(null=True)
+    last_attempt_at = pw.DateTimeField(null=True)
+    failures_in_a_row = pw.IntegerField(default=0)
+    failing_since = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+
+    @property
+    def status(self):
+        return "disabled" if self.disabled_at else "paused" if self.paused else "active"
+
+    @property
+    def health(self):
+        return {"last_delivery_status": self.last_delivery_status, "last_status_code": self.last_status_code,
+                "last_attempt_at": self.last_attempt_at, "failures_in_a_row": self.failures_in_a_row,
+                "failing_since": self.failing_since}
+
+    def signing_secrets(self, at=None):
+        """The current secret, and the previous one while its overlap lasts."""
+        at = at or now()
+        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > at:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+    def wants(self, event_type):
+        return ALL_EVENTS in self.events or event_type in self.events
 
     @classmethod
     def listed(cls, workspace_id):
-        return cls.in_workspace(workspace_id).order_by(cls.display_name, cls.id)
+        return cls.in_workspace(workspace_id).order_by(cls.created_at, cls.id)
 
     @classmethod
-    def create_in(cls, workspace_id, data, created_by):
-        """A new connector with a fresh secret (or the sender's own, for tools that mint
-        theirs); the secret is on the returned object only."""
-        with db.atomic():
-            if cls.in_workspace(workspace_id).count() >= MAX_CONNECTORS:
-                raise RuleViolation("display_name", f"A workspace has at most {MAX_CONNECTORS} connectors")
-            _unique_name(workspace_id, data["display_name"])
-            connector = cls(id=cls.next_id(), workspace=workspace_id, type=data["type"],
-                            display_name=data["display_name"], created_by=created_by)
-            connector._set_secret(data.get("secret") or new_secret())
-            with _conflict_on_duplicate(data["display_name"]):
-                connector.save(force_insert=True)
-        return connector
+    def create_in(cls, workspace_id, data, policy):
+        resolve(data["url"], policy.allow_insecure)
+        with write_transaction():
+            if cls.in_workspace(workspace_id).count() >= MAX_ENDPOINTS:
+                raise RuleViolation("url", f"A workspace has at most {MAX_ENDPOINTS} webhooks")
+            last_seq = events.last_seq(workspace_id)
+            WebhookCursor.insert(workspace=workspace_id, last_seq=last_seq).on_conflict_ignore().execute()
+            at = now()
+            endpoint = cls.create(id=cls.next_id(), workspace=workspace_id, url=data["url"],
+                                  description=data.get("description", ""), events=_events(data["events"]),
+                                  secret=new_secret(), since_seq=last_seq, created_at=at, updated_at=at)
+        endpoint.new_secret = endpoint.secret
+        return endpoint
 
     @classmethod
-    def update_in(cls, connector_id, workspace_id, changes):
-        with db.atomic():
-            connector = cls.get_in_workspace(connector_id, workspace_id, lock=True)
-            if changes.get("display_name", connector.display_name) != connector.display_name:
-                _unique_name(workspace_id, changes["display_name"])
-            for name, value in changes.items():
-                setattr(connector, name, value)
-            connector.updated_at = utcnow()
-            with _conflict_on_duplicate(connector.display_name):
-                connector.save()
-        return connector
+    def update_in(cls, endpoint_id, workspace_id, changes):
+        with write_transaction():
+            endpoint = cls.get_in_workspace(endpoint_id, workspace_id, lock=True)
+            if "events" in changes:
+                endpoint.events = _events(changes["events"])
+            if "description" in changes:
+                endpoint.description = changes["description"]
+            if "paused" in changes:
+                endpoint.paused = changes["paused"]
+                if not changes["paused"]:  # resuming also re-enables a disabled endpoint
+                    endpoint.disabled_at = endpoint.disabled_reason = endpoint.failing_since = None
+                    endpoint.failures_in_a_row = 0
+            endpoint.updated_at = now()
+            endpoint.save()
+        return endpoint
 
     @classmethod
-    def rotate_in(cls, connector_id, workspace_id, secret=None):
-        """A new secret (shown once); the one it replaces keeps verifying for 24 h. Only one
-        previous secret is kept: rotating twice within a day ends the oldest at once."""
-        with db.atomic():
-            connector = cls.get_in_workspace(connector_id, workspace_id, lock=True)
-            now = utcnow()
-            connector.previous_secret_sealed = connector.secret_sealed
-            connector.previous_secret_expires_at = now + PREVIOUS_SECRET_TTL
-            connector._set_secret(secret or new_secret())
-            connector.rotated_at = connector.updated_at = now
-            connector.save()
-        return connector
+    def delete_in(cls, endpoint_id, workspace_id):
+        with write_transaction():
+            cls.get_in_workspace(endpoint_id, workspace_id, lock=True).delete_instance()
 
     @classmethod
-    def delete_in(cls, connector_id, workspace_id):
-        """Delete the connector and its delivery record; its URL answers 401 from now on."""
-        with db.atomic():
-            connector = cls.get_in_workspace(connector_id, workspace_id, lock=True)
-            WebhookDelivery.delete().where(WebhookDelivery.connector == connector.id).execute()
-            connector.delete_instance()
+    def rotate_in(cls, endpoint_id, workspace_id):
+        """A new secret; the one it replaces keeps signing alongside it for ROTATION_OVERLAP."""
+        with write_transaction():
+            endpoint = cls.get_in_workspace(endpoint_id, workspace_id, lock=True)
+            at = now()
+            endpoint.previous_secret, endpoint.previous_secret_expires_at = endpoint.secret, at + ROTATION_OVERLAP
+            endpoint.secret = new_secret()
+            endpoint.updated_at = at
+            endpoint.save()
+        endpoint.new_secret = endpoint.secret
+        return endpoint
 
     @classmethod
-    def for_delivery(cls, connector_id):
-        """The enabled connector a delivery is addressed to, or None (unknown and disabled
-        read the same to the sender)."""
-        return cls.get_or_none((cls.id == connector_id) & cls.enabled)
+    def send_test(cls, endpoint_id, workspace_id):
+        """Queue a `webhook.test` message to this endpoint alone; returns its delivery."""
+        with write_transaction():
+            endpoint = cls.get_in_workspace(endpoint_id, workspace_id)
+            at = now()
+            body = _body(TEST_EVENT, at, {"webhook_id": endpoint.id})
+            return WebhookDelivery.create(id=WebhookDelivery.next_id(), workspace=workspace_id, endpoint=endpoint.id,
+                                          message_id=new_id("msg"), event_type=TEST_EVENT, body=body,
+                                          next_attempt_at=at, created_at=utcnow())
 
-    def receive(self, parsed, records):
-        """Store one verified delivery: its records as issues (through ingestion: dedupe,
-        grouping, events) and the issues it resolves, together with its delivery id, in one
-        transaction. Returns (issue ids, resolved issue ids), or None for a redelivery."""
-        delivery_id = _delivery_key(parsed.delivery_id)
-        if delivery_id is not None and WebhookDelivery.seen(self.id, delivery_id):
-            return None  # the common redelivery, answered without taking the write lock
-        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-            try:
-                return self._store(delivery_id, parsed, records)
-            except pw.OperationalError as error:
-                # Concurrent deliveries placing issues of one workspace can deadlock on PostgreSQL
-                # (ingestion links partner issues in placement order); the loser was rolled back
-                # whole, its delivery id included, so it is simply run again.
-                if attempt == DEADLOCK_ATTEMPTS or not _deadlocked(error):
-                    raise
-                time.sleep(random.uniform(0.01, 0.05) * attempt)
-
-    def _store(self, delivery_id, parsed, records):
-        # Ingestion joins this transaction (its CPU work too, on SQLite under the write lock):
-        # the delivery id must commit with the issues or not at all.
-        with events.transaction():
-            if delivery_id is not None and not WebhookDelivery.claim(self.id, delivery_id):
-                return None  # a concurrent redelivery got here first
-            issue_ids = ingest(self.workspace_id, records) if records else []
-            sources = set(SOURCES.get(self.type, (self.type,))) | {record["source"] for record in records}
-            resolved = resolve(self.workspace_id, sources, parsed.resolved_external_ids)
-        return issue_ids, resolved
+    def disable(self, reason, at):
+        """Stop sending here, and say so on the event stream (in the caller's events.transaction)."""
+        self.disabled_at, self.disabled_reason = at, reason
+        events.record(self.workspace_id, "webhook.disabled",
+                      webhook={"id": self.id, "url": self.url, "disabled_reason": reason})
 
 
-def _deadlocked(error):
-    """Whether PostgreSQL chose this transaction as a deadlock's victim (SQLSTATE 40P01)."""
-    return any(getattr(arg, "sqlstate", None) == "40P01" for arg in error.args) or "deadlock detected" in str(error)
+def _events(requested):
+    """The subscription as stored: `*` alone, or the named types once each, in catalogue order."""
+    unknown = [name for name in requested if name != ALL_EVENTS and name not in EVENT_TYPES]
+    if unknown:
+        raise RuleViolation("events", f"Unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}, or *")
+    if ALL_EVENTS in requested:
+        return [ALL_EVENTS]
+    return [name for name in EVENT_TYPES if name in requested]
 
 
-def resolve(workspace_id, sources, external_ids):
-    """Set the open issues with these (source, external id) resolved, through the issue's own
-    update path (its counters and events); returns their ids."""
-    if not external_ids:
-        return []
-    wanted = (Issue.in_workspace(workspace_id).select(Issue.id)
-              .where(Issue.source.in_(sorted(sources)) & Issue.external_id.in_(sorted(set(external_ids)))
-                     & Issue.status.not_in(DONE_STATUSES))
-              .order_by(Issue.id))
-    ids = [issue_id for (issue_id,) in wanted.tuples()]
-    for issue_id in ids:
-        Issue.update_in(issue_id, workspace_id, {"status": "resolved"})
-    return ids
+def _body(event_type, at, data):
+    return json.dumps({"type": event_type, "timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                       "data": data}, separators=(",", ":"), ensure_ascii=False)
 
 
-def _delivery_key(delivery_id):
-    """The sender's delivery id as stored: as given when it fits, else its digest."""
-    if delivery_id in (None, ""):
-        return None
-    delivery_id = str(delivery_id)
-    if len(delivery_id) > DELIVERY_ID_MAX:
-        return "sha256:" + hashlib.sha256(delivery_id.encode()).hexdigest()
-    return delivery_id
+# ---------------------------------------------------------------------------------------------
+# Deliveries.
+
+class WebhookCursor(BaseModel):
+    """The last outbox event of the workspace that fan-out has turned into deliveries."""
+
+    workspace = pw.ForeignKeyField(Workspace, primary_key=True, on_delete="CASCADE")
+    last_seq = pw.BigIntegerField(default=0)
 
 
-class WebhookDelivery(BaseModel):
-    """A delivery stored from a connector, by the sender's own id: what makes a redelivery a no-op."""
-
-    id = pw.AutoField()
-    connector = pw.ForeignKeyField(Connector, backref="deliveries", on_delete="CASCADE")
-    delivery_id = pw.CharField(max_length=DELIVERY_ID_MAX)
-    received_at = pw.DateTimeField(default=utcnow)
+class WebhookDelivery(WorkspaceScoped, BaseModel):
+    KIND = "Delivery"
+    ID_PREFIX = "whd"
+    STATUSES = ("pending", "succeeded", "failed")
+    id = pw.CharField(primary_key=True, max_length=40)
+    workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
+    endpoint = pw.ForeignKeyField(WebhookEndpoint, on_delete="CASCADE")
+    event = pw.BigIntegerField(null=True, column_name="event_id")  # the outbox Event.id; null for a test
+    event_seq = pw.BigIntegerField(null=True)
+    event_type = pw.CharField(max_length=64)
+    message_id = pw.CharField(max_length=40)
+    body = pw.TextField()  # exactly what is signed and sent: outlives the outbox's retention
+    status = pw.CharField(max_length=16, default="pending")
+    attempt_count = pw.IntegerField(default=0)
+    attempts = pw.JSONField(default=list)
+    last_status_code = pw.IntegerField(null=True)
+    last_error = pw.TextField(null=True)
+    next_attempt_at = pw.DateTimeField(null=True)
+    locked_until = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField()
+    delivered_at = pw.DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("connector", "delivery_id"), True), (("received_at",), False))
+        # Migrations own the schema; these mirror the indexes they create.
+        indexes = ((("endpoint", "event"), True), (("status", "next_attempt_at"), False),
+                   (("endpoint", "created_at"), False))
 
     @classmethod
-    def seen(cls, connector_id, delivery_id):
-        cutoff = utcnow() - DELIVERY_RETENTION
-        return cls.select().where((cls.connector == connector_id) & (cls.delivery_id == delivery_id)
-                                  & (cls.received_at >= cutoff)).exists()
+    def of_endpoint(cls, endpoint_id, workspace_id):
+        endpoint = WebhookEndpoint.get_in_workspace(endpoint_id, workspace_id)
+        return cls.select().where(cls.endpoint == endpoint.id)
 
     @classmethod
-    def claim(cls, connector_id, delivery_id):
-        """Record the delivery; False when it was already recorded. On PostgreSQL a concurrent
-        claim of the same id waits at the unique index for the first to commit (then finds it)
-        or roll back (then records it)."""
-        now = utcnow()
-        cls.delete().where(cls.received_at < now - DELIVERY_RETENTION).execute()
-        cursor = db.execute(cls.insert(connector=connector_id, delivery_id=delivery_id, received_at=now)
-                            .on_conflict_ignore())
-        return cursor.rowcount == 1
+    def redeliver_in(cls, delivery_id, endpoint_id, workspace_id):
+        """Send the same message (same `webhook-id`) again, now, whatever became of it."""
+        with write_transaction():
+            endpoint = WebhookEndpoint.get_in_workspace(endpoint_id, workspace_id)
+            delivery = for_update(cls.select().where((cls.id == delivery_id) & (cls.endpoint == endpoint.id))).first()
+            if delivery is None:
+                raise NotFound(cls.KIND, delivery_id)
+            delivery.status, delivery.next_attempt_at, delivery.locked_until = "pending", now(), None
+            delivery.save()
+        return delivery
 
 
-def _unique_name(workspace_id, name):
-    if Connector.in_workspace(workspace_id).where(Connector.display_name == name).exists():
-        _raise_duplicate(name)
+def has_endpoints(workspace_id):
+    """Whether any endpoint of the workspace may receive: one indexed read after each write."""
+    return (WebhookEndpoint.select(WebhookEndpoint.id)
+            .where((WebhookEndpoint.workspace == workspace_id) & WebhookEndpoint.disabled_at.is_null()).exists())
 
 
-def _raise_duplicate(name, cause=None):
-    message = f"A connector named {name!r} already exists"
-    raise Conflict(message, display_name=[message]) from cause
+def fan_out(workspace_id=None, limit=1000):
+    """Turn outbox events past each workspace's cursor into deliveries, moving the cursor in
+    the same transaction; returns the new deliveries' ids (to send now)."""
+    created = []
+    cursors = WebhookCursor.select(WebhookCursor.workspace)
+    if workspace_id is not None:
+        cursors = cursors.where(WebhookCursor.workspace == workspace_id)
+    for (workspace,) in list(cursors.tuples()):
+        created += _fan_out_workspace(workspace, limit)
+    return created
 
 
-class _conflict_on_duplicate:
-    """A concurrent write with the same name loses at the unique index: a 409 too."""
+def _fan_out_workspace(workspace_id, limit):
+    with write_transaction():
+        cursor = for_update(WebhookCursor.select().where(WebhookCursor.workspace == workspace_id)).first()
+        if cursor is None:
+            return []
+        batch = list(Event.select().where((Event.workspace == workspace_id) & (Event.seq > cursor.last_seq))
+                     .order_by(Event.seq).limit(limit))
+        if not batch:
+            return []
+        endpoints = list(WebhookEndpoint.select().where((WebhookEndpoint.workspace == workspace_id)
+                                                        & WebhookEndpoint.disabled_at.is_null()))
+        at, created_at, rows = now(), utcnow(), []
+        for event in batch:
+            targets = [e for e in endpoints if e.wants(event.type) and e.since_seq < event.seq]
+            if not targets:
+                continue
+            message_id, body = new_id("msg"), _body(event.type, event.created_at, event.payload)
+            rows += [{"id": WebhookDelivery.next_id(), "workspace": workspace_id, "endpoint": endpoint.id,
+                      "event": event.id, "event_seq": event.seq, "event_type": event.type,
+                      "message_id": message_id, "body": body, "next_attempt_at": at, "created_at": created_at}
+                     for endpoint in targets]
+        insert_rows(WebhookDelivery, rows, ignore_conflicts=True)
+        WebhookCursor.update(last_seq=batch[-1].seq).where(WebhookCursor.workspace == workspace_id).execute()
+    return [row["id"] for row in rows]
 
-    def __init__(self, name):
-        self.name = name
-        self.savepoint = db.atomic()
 
-    def __enter__(self):
-        self.savepoint.__enter__()
+def due(grace_s=0.0, limit=1000):
+    """Pending deliveries whose time came at least `grace_s` ago and that nobody holds, to
+    endpoints that are sending: what a task lost with its worker left behind."""
+    at = now()
+    query = (WebhookDelivery.select(WebhookDelivery.id).join(WebhookEndpoint)
+             .where((WebhookDelivery.status == "pending")
+                    & (WebhookDelivery.next_attempt_at <= at - datetime.timedelta(seconds=grace_s))
+                    & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < at))
+                    & ~WebhookEndpoint.paused & WebhookEndpoint.disabled_at.is_null())
+             .order_by(WebhookDelivery.next_attempt_at).limit(limit))
+    return [delivery_id for (delivery_id,) in query.tuples()]
 
-    def __exit__(self, kind, error, traceback):
-        self.savepoint.__exit__(kind, error, traceback)
-        if kind is not None and issubclass(kind, pw.IntegrityError):
-            _raise_duplicate(self.name, error)
-        return False
+
+def _claim(delivery_id, policy):
+    at = now()
+    claimed = (WebhookDelivery.update(locked_until=at + policy.lease)
+               .where((WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending")
+                      & (WebhookDelivery.next_attempt_at <= at)
+                      & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < at)))
+               .execute())
+    if not claimed:
+        return None
+    return (WebhookDelivery.select(WebhookDelivery, WebhookEndpoint).join(WebhookEndpoint)
+            .where(WebhookDelivery.id == delivery_id).first())
+
+
+def deliver(delivery_id, policy):
+    """Make the delivery's next attempt if it is due and nobody else holds it; returns the
+    seconds until its next attempt when one is scheduled, else None."""
+    delivery = _claim(delivery_id, policy)  # one UPDATE: atomic on its own
+    if delivery is None:
+        return None
+    endpoint = delivery.endpoint
+    if endpoint.disabled_at or endpoint.paused:
+        # Kept pending: resuming the endpoint sends it (the sweep finds it again).
+        WebhookDelivery.update(locked_until=None).where(WebhookDelivery.id == delivery_id).execute()
+        return None
+    outcome = send(endpoint.url, delivery.message_id, delivery.body, endpoint.signing_secrets(), policy)
+    return _record(delivery, outcome, policy)
+
+
+DELIVERY_OUTCOME = ("attempt_count", "attempts", "last_status_code", "last_error", "locked_until", "status",
+                    "delivered_at", "next_attempt_at")
+ENDPOINT_HEALTH = ("last_status_code", "last_attempt_at", "last_delivery_status", "failures_in_a_row",
+                   "failing_since", "disabled_at", "disabled_reason")
+
+
+def _record(delivery, outcome, policy):
+    """Write the attempt's outcome: the delivery's (held under our lease, so nobody else
+    writes it) and the endpoint's health, with its row locked for the failure rules."""
+    at = now()
+    delivery.attempt_count += 1
+    delivery.attempts = (delivery.attempts + [{
+        "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "status_code": outcome.status_code,
+        "duration_ms": outcome.duration_ms, "error": outcome.error}])[-MAX_ATTEMPTS_KEPT:]
+    delivery.last_status_code, delivery.last_error, delivery.locked_until = outcome.status_code, outcome.error, None
+    wait = None
+    with events.transaction():
+        if outcome.ok:
+            delivery.status, delivery.delivered_at, delivery.next_attempt_at = "succeeded", at, None
+            (WebhookEndpoint.update(last_status_code=outcome.status_code, last_attempt_at=at,
+                                    last_delivery_status="succeeded", failures_in_a_row=0, failing_since=None)
+             .where(WebhookEndpoint.id == delivery.endpoint_id).execute())
+        else:
+            endpoint = for_update(WebhookEndpoint.select().where(WebhookEndpoint.id == delivery.endpoint_id)).first()
+            if endpoint is None:  # deleted meanwhile, its deliveries with it
+                return None
+            endpoint.last_status_code, endpoint.last_attempt_at = outcome.status_code, at
+            endpoint.last_delivery_status = "failed"
+            endpoint.failures_in_a_row += 1
+            endpoint.failing_since = endpoint.failing_since or at
+            if outcome.status_code == 410 and not endpoint.disabled_at:
+                endpoint.disable("The receiver answered 410 Gone", at)
+            elif not endpoint.disabled_at and at - endpoint.failing_since >= policy.failing_limit:
+                endpoint.disable(f"Failing since {endpoint.failing_since:%Y-%m-%dT%H:%M:%SZ}", at)
+            wait = None if endpoint.disabled_at else policy.wait_before(delivery.attempt_count + 1)
+            if wait is not None and outcome.retry_after is not None:
+                wait = max(wait, outcome.retry_after)
+            if wait is None:
+                delivery.status, delivery.next_attempt_at = "failed", None
+            else:
+                delivery.next_attempt_at = at + datetime.timedelta(seconds=wait)
+            endpoint.save(only=[WebhookEndpoint._meta.fields[name] for name in ENDPOINT_HEALTH])
+        delivery.save(only=[WebhookDelivery._meta.fields[name] for name in DELIVERY_OUTCOME])
+    return wait

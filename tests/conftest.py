@@ -44,7 +44,8 @@ def make_app(database_url):
 
     def build(**overrides):
         settings = {"TESTING": True, "USE_MOCK": True, "DATABASE_URL": database_url,
-                    "JWT_SECRET": TEST_SECRET, "RATE_LIMIT": "100000/minute", **overrides}
+                    "JWT_SECRET": TEST_SECRET, "RATE_LIMIT": "100000/minute", "WORKER": "external",
+                    **overrides}
         app = create_app(settings)
         databases.append(db.obj)
         return app
@@ -152,7 +153,7 @@ def connectors(app):
     """A custom_api connector in each seed workspace, with short fixed ids (the id is bound into
     the sealed secret, so they are made with it). Returns their secrets by connector id."""
     from models import Connector
-    from models.webhooks import new_secret
+    from models.connectors import new_secret
 
     secrets = {}
     with app.app_context(), db.connection_context():
@@ -163,3 +164,25 @@ def connectors(app):
             connector.save(force_insert=True)
             secrets[connector_id] = connector.secret
     return secrets
+
+
+MY_WEBHOOK, THEIR_WEBHOOK = "whk_01abc123", "whk_02def100"
+MY_DELIVERY, THEIR_DELIVERY = "whd_01abc123", "whd_02def100"
+
+
+@pytest.fixture
+def webhooks(app):
+    """In each seed workspace, with short fixed ids: a webhook (to a public address, never
+    called: no worker runs in-process) and one test delivery of it."""
+    from models import WebhookDelivery, WebhookEndpoint
+    from models.webhooks import Policy
+
+    with app.app_context(), db.connection_context():
+        for workspace, webhook_id, delivery_id in ((SEED_WORKSPACE, MY_WEBHOOK, MY_DELIVERY),
+                                                   (OTHER_WORKSPACE, THEIR_WEBHOOK, THEIR_DELIVERY)):
+            endpoint = WebhookEndpoint.create_in(workspace, {"url": "https://93.184.215.14/hooks", "events": ["*"]},
+                                                 Policy())
+            WebhookEndpoint.update(id=webhook_id).where(WebhookEndpoint.id == endpoint.id).execute()
+            delivery = WebhookEndpoint.send_test(webhook_id, workspace)
+            WebhookDelivery.update(id=delivery_id).where(WebhookDelivery.id == delivery.id).execute()
+    return MY_WEBHOOK, THEIR_WEBHOOK

@@ -496,24 +496,24 @@ def test_a_delivery_chosen_as_a_deadlock_victim_is_stored_on_a_retry(app, client
     """PostgreSQL may roll back one of two concurrent deliveries (40P01); it is run again whole."""
     import peewee as pw
 
-    import models.webhooks
+    import models.connectors
 
-    real, calls = models.webhooks.ingest, []
+    real, calls = models.connectors.ingest, []
 
     def deadlock_once(workspace_id, records):
         calls.append(workspace_id)
         if len(calls) == 1:
-            models.webhooks.WebhookDelivery.select().count()  # inside the transaction that rolls back
+            models.connectors.InboundDelivery.select().count()  # inside the transaction that rolls back
             raise pw.OperationalError("deadlock detected")
         return real(workspace_id, records)
 
-    monkeypatch.setattr(models.webhooks, "ingest", deadlock_once)
+    monkeypatch.setattr(models.connectors, "ingest", deadlock_once)
     connector = create(client, owner)
     response = deliver(client, connector, payload_of("custom_api_record"), {"Idempotency-Key": "once"},
                        connector["secret"], SIGNERS["custom_api"])
     assert response.status_code == 202 and len(calls) == 2
     with app.app_context(), db.connection_context():
-        assert models.webhooks.WebhookDelivery.select().count() == 1
+        assert models.connectors.InboundDelivery.select().count() == 1
 
 
 def test_deliveries_spend_the_rate_budget(make_app):

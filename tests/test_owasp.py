@@ -5,10 +5,13 @@ exactly as it was. Routes are enumerated from the OpenAPI document, so a new rou
 probed fails here rather than slipping by.
 
 Not probed here, and why: API6 (sensitive business flows) — the API has no purchase-like flow
-to automate; API7 (SSRF) — the service never fetches a client-supplied URL (`external_url` is
-stored and returned, never requested); API9 (inventory) — tests/test_openapi.py proves every
-served route is documented and tests/test_schemathesis.py that the document is accurate;
-API10 (unsafe consumption) — the only upstream is Clerk, whose tokens tests/test_auth.py covers.
+to automate; API7 (SSRF) — the one client-supplied URL the service requests is a webhook's,
+whose checks (https, public addresses only, at registration and at every send) are
+tests/test_webhooks.py's (`external_url` is stored and returned, never requested); API9
+(inventory) — tests/test_openapi.py proves every served route is documented and
+tests/test_schemathesis.py that the document is accurate; API10 (unsafe consumption) — the
+upstreams are Clerk, whose tokens tests/test_auth.py covers, and webhook receivers, of whose
+answers only the status and a bounded Retry-After are read.
 """
 import contextlib
 import datetime
@@ -19,8 +22,9 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import (MY_ACCOUNT, MY_CONNECTOR, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT,
-                      THEIR_CONNECTOR, THEIR_RULE, THEIR_TOKEN)
+from conftest import (MY_ACCOUNT, MY_CONNECTOR, MY_DELIVERY, MY_RULE, MY_TOKEN, MY_WEBHOOK, OTHER_WORKSPACE,
+                      TEST_SECRET, THEIR_ACCOUNT, THEIR_CONNECTOR, THEIR_DELIVERY, THEIR_RULE, THEIR_TOKEN,
+                      THEIR_WEBHOOK)
 from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
@@ -59,10 +63,11 @@ def spec_operations(client):
 
 
 def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE, token_id=MY_TOKEN,
-             account_id=MY_ACCOUNT, connector_id=MY_CONNECTOR):
+             account_id=MY_ACCOUNT, connector_id=MY_CONNECTOR, webhook_id=MY_WEBHOOK, delivery_id=MY_DELIVERY):
     return (path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
             .replace("{token_id}", token_id).replace("{account_id}", account_id)
-            .replace("{connector_id}", connector_id))
+            .replace("{connector_id}", connector_id).replace("{webhook_id}", webhook_id)
+            .replace("{delivery_id}", delivery_id))
 
 
 def send(client, method, path, headers, body=None):
@@ -100,6 +105,15 @@ VALID_BODIES = {
     ("patch", "/v1/connectors/{connector_id}"): {"enabled": False},
     ("delete", "/v1/connectors/{connector_id}"): None,
     ("post", "/v1/connectors/{connector_id}/rotate"): None,
+    ("get", "/v1/webhooks"): None,
+    ("post", "/v1/webhooks"): {"url": "https://93.184.215.14/probe", "events": ["*"]},
+    ("get", "/v1/webhooks/{webhook_id}"): None,
+    ("patch", "/v1/webhooks/{webhook_id}"): {"description": "Probe"},
+    ("delete", "/v1/webhooks/{webhook_id}"): None,
+    ("post", "/v1/webhooks/{webhook_id}/rotate"): None,
+    ("post", "/v1/webhooks/{webhook_id}/test"): None,
+    ("get", "/v1/webhooks/{webhook_id}/deliveries"): None,
+    ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): None,
 }
 # Privileged routes: a scope beyond reading (tokens:admin reads service accounts too, and
 # connectors:admin connectors).
@@ -134,11 +148,19 @@ ID_ROUTES = [
     ("patch", "/v1/connectors/{connector_id}"),
     ("delete", "/v1/connectors/{connector_id}"),
     ("post", "/v1/connectors/{connector_id}/rotate"),
+    ("get", "/v1/webhooks/{webhook_id}"),
+    ("patch", "/v1/webhooks/{webhook_id}"),
+    ("delete", "/v1/webhooks/{webhook_id}"),
+    ("post", "/v1/webhooks/{webhook_id}/rotate"),
+    ("post", "/v1/webhooks/{webhook_id}/test"),
+    ("get", "/v1/webhooks/{webhook_id}/deliveries"),
+    ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
 ]
 # Routes with no bearer auth that take an id: a webhook delivery proves itself by its signature.
 SIGNED_ID_ROUTES = [("post", "/v1/webhooks/inbound/{connector_id}")]
-ID_PATTERN = r"\b(iss|pat|gru|tok|sva|con)_\w+"
-MISSING_IDS = ("iss_01zzz999", "pat_01zzz999", "gru_01zzz999", "tok_01zzz999", "sva_01zzz999", "con_01zzz999")
+ID_PATTERN = r"\b(iss|pat|gru|tok|sva|con|whk|whd)_\w+"
+MISSING_IDS = ("iss_01zzz999", "pat_01zzz999", "gru_01zzz999", "tok_01zzz999", "sva_01zzz999", "con_01zzz999",
+               "whk_01zzz999", "whd_01zzz999")
 
 
 def test_every_id_taking_route_is_probed(client):
@@ -152,16 +174,17 @@ def test_every_id_taking_route_is_probed(client):
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
 def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens,
-                                                         connectors, method, path):
+                                                         connectors, webhooks, method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
         theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN,
-                                               THEIR_ACCOUNT, THEIR_CONNECTOR), headers, body)
+                                               THEIR_ACCOUNT, THEIR_CONNECTOR, THEIR_WEBHOOK, THEIR_DELIVERY),
+                      headers, body)
         missing = send(client, method, concrete(path, *MISSING_IDS), headers, body)
     error = assert_envelope(theirs, 404, "not_found")
     assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT,
-                                      THEIR_CONNECTOR)
+                                      THEIR_CONNECTOR, THEIR_WEBHOOK)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
     assert re.sub(ID_PATTERN, "<id>", error["message"]) == \
@@ -459,7 +482,8 @@ def test_an_idempotency_key_over_255_characters_is_refused(app, client, auth):
 @pytest.mark.parametrize("path", ["/v1/issues/iss_{}", "/v1/issues/iss_{}/close", "/v1/patterns/pat_{}",
                                   "/v1/patterns/pat_{}/issues", "/v1/grouping-rules/gru_{}",
                                   "/v1/api-tokens/tok_{}/rotate", "/v1/service-accounts/sva_{}",
-                                  "/v1/connectors/con_{}", "/v1/webhooks/inbound/con_{}"])
+                                  "/v1/connectors/con_{}", "/v1/webhooks/inbound/con_{}",
+                                  "/v1/webhooks/whk_{}"])
 def test_a_very_long_id_in_a_path_is_not_found(app, client, auth, path):
     headers = auth()
     with database_unchanged(app):
@@ -535,6 +559,7 @@ LIST_PARAMETERS = {
                                           "sort", "cursor", "limit"],
     f"/v1/issues/{MY_ISSUE}/similar": ["limit"],
     "/v1/grouping-rules": ["cursor", "limit"],
+    f"/v1/webhooks/{MY_WEBHOOK}/deliveries": ["cursor", "limit"],
 }
 
 
@@ -547,7 +572,7 @@ def test_every_query_parameter_is_probed(client):
 
 @pytest.mark.parametrize("path,parameter", [(path, name) for path, names in LIST_PARAMETERS.items()
                                             for name in names])
-def test_hostile_strings_in_a_list_parameter_are_only_data(app, client, auth, path, parameter):
+def test_hostile_strings_in_a_list_parameter_are_only_data(app, client, auth, webhooks, path, parameter):
     headers = auth()
     with database_unchanged(app):
         for value in HOSTILE:
@@ -567,6 +592,7 @@ def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, p
         for value in HOSTILE:
             quoted = urllib.parse.quote(value, safe="")
             target = concrete(path, quoted, quoted, quoted, quoted, quoted, quoted)
+            target = concrete(path, quoted, quoted, quoted, quoted, quoted, quoted, quoted)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 

@@ -27,11 +27,13 @@ SEED_IDS = {
     "token_id": ["tok_01abc123", "tok_01abc124", "tok_02def100"],  # the api_tokens fixture's
     "account_id": ["sva_01abc123", "sva_02def100"],
     "connector_id": ["con_01abc123", "con_02def100"],  # the connectors fixture's
+    "webhook_id": ["whk_01abc123", "whk_02def100"],  # the webhooks fixture's
+    "delivery_id": ["whd_01abc123", "whd_02def100"],
 }
 
 
 @pytest.fixture
-def api_schema(app, auth, grouping_rules, api_tokens, connectors):
+def api_schema(app, auth, grouping_rules, api_tokens, connectors, webhooks):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 

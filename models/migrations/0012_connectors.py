@@ -45,12 +45,12 @@ def up(migrator, db):
 
         class Meta:
             database = db
-            table_name = 'webhook_delivery'
+            table_name = 'inbound_delivery'
             indexes = ((('connector', 'delivery_id'), True), (('received_at',), False))
 
     db.create_tables([Connector, WebhookDelivery])
 
 
 def down(migrator, db):
-    migrator.migrate(migrator.drop_table('webhook_delivery'))
+    migrator.migrate(migrator.drop_table('inbound_delivery'))
     migrator.migrate(migrator.drop_table('connector'))
