@@ -63,6 +63,8 @@ class MetadataConditionSchema(ma.Schema):
 class ConditionsSchema(ma.Schema):
     """All given conditions must hold; at least one."""
 
+    OPENAPI_RULES = {"minProperties": 1}
+
     match = ma.fields.Nested(TextMatchSchema)
     source = ma.fields.String(validate=Length(1, 64), metadata={"description": "The issue's source, exactly."})
     team = ma.fields.String(validate=Length(1, 100), metadata={"description": "The issue's team, exactly."})
@@ -81,6 +83,9 @@ class ActionSchema(ma.Schema):
 
 class ActionWriteSchema(ma.Schema):
     """Exactly one of them (the other absent or null)."""
+
+    OPENAPI_RULES = {"oneOf": [{"properties": {"fingerprint": {"type": "object"}}, "required": ["fingerprint"]},
+                               {"properties": {"pattern_id": {"type": "string"}}, "required": ["pattern_id"]}]}
 
     fingerprint = ma.fields.Nested(FingerprintSchema, allow_none=True, metadata={
         "description": "The root cause to give the issue; it joins that fingerprint's pattern."})

@@ -55,6 +55,8 @@ class ApiTokenCreatedSchema(ApiTokenSchema):
 
 
 class ApiTokenCreateSchema(ma.Schema):
+    OPENAPI_RULES = {"oneOf": [{"required": ["expires_at"]}, {"required": ["expires_in_days"]}]}
+
     name = ma.fields.String(required=True, validate=Length(1, 100), metadata={
         "description": "Unique among the owner's tokens."})
     scopes = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(TOKEN_SCOPES)), required=True,

@@ -63,7 +63,9 @@ def _node_id_for_schemathesis(request):
         request.node._nodeid = request.node.nodeid
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# The WebSocket needs a real socket to upgrade, which WSGI calls lack: tests/test_stream.py
+# drives it through a live server.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/v1/stream")
 
 
 @schema.parametrize()
