@@ -8,15 +8,11 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, ignored_auth,
-                                               negative_data_rejection, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance,
-                                               unsupported_method)
+from schemathesis import checks
 
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance,
-          content_type_conformance, response_headers_conformance, negative_data_rejection,
-          ignored_auth, unsupported_method]
+checks.load_all_checks()
+PENDING = {"positive_data_acceptance"}  # see README: what the document cannot yet say
+CHECKS = checks.CHECKS.get_by_names([name for name in checks.CHECKS.get_all_names() if name not in PENDING])
 
 # Generated ids almost never exist; these do (in the caller's workspace, and in the other one,
 # where they must not).
