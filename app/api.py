@@ -94,15 +94,17 @@ class CommonResponses(BasePlugin):
 
 
 class Converter(OpenAPIConverter):
-    """marshmallow -> OpenAPI 3.0, with a nullable nested object that is an object or null
-    (apispec's own alternative, `{type: object, nullable: true}`, admits any object)."""
+    """marshmallow -> OpenAPI 3.1 (JSON Schema 2020-12), and a dict's key rules as its
+    `propertyNames`."""
 
-    def field2nullable(self, field, ret):
-        attributes = super().field2nullable(field, ret)
-        for alternative in attributes.get("anyOf", ()):
-            if alternative == {"type": "object", "nullable": True}:
-                alternative["enum"] = [None]
-        return attributes
+    def init_attribute_functions(self, *args, **kwargs):
+        super().init_attribute_functions(*args, **kwargs)
+        self.add_attribute_function(Converter.dict2property_names)
+
+    def dict2property_names(self, field, **kwargs):
+        if isinstance(field, ma.fields.Dict) and field.key_field is not None:
+            return {"propertyNames": self.field2property(field.key_field)}
+        return {}
 
 
 class ConverterPlugin(MarshmallowPlugin):
@@ -183,6 +185,15 @@ class Blueprint(flask_smorest.Blueprint):
                            "response (header Idempotent-Replayed: true); another body is a 409."}])(func)
         return self.errors(409)(idempotent(func))
 
+    def links(self, status, path, methods, **parameters):
+        """OpenAPI links from a response to the operations of `path` (e.g. a created resource's
+        reads and writes), with their parameters as runtime expressions (`$response.body#/id`):
+        clients, and schemathesis' stateful tests, follow them."""
+        pointer = path.replace("~", "~0").replace("/", "~1")
+        links = {re.sub(r"[^A-Za-z0-9]+", "_", f"{method} {path}").strip("_"): {
+            "operationRef": f"#/paths/{pointer}/{method}", "parameters": parameters} for method in methods}
+        return self.doc(responses={status: {"links": links}})
+
     def errors(self, *statuses):
         """Document the error responses a view can give, all in the envelope."""
 
@@ -237,6 +248,21 @@ class Timestamp(ma.fields.DateTime):
             except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
                 raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
         return parsed
+
+
+class StrictInteger(ma.fields.Integer):
+    """A JSON integer, as JSON Schema counts them: `40` or `40.0`, not `40.5`, `"40"` or true
+    (which Python counts as an integer)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class HttpUrl(ma.fields.String):

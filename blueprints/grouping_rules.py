@@ -3,7 +3,7 @@ import marshmallow as ma
 from flask import url_for
 from flask.views import MethodView
 
-from app.api import Blueprint, Timestamp
+from app.api import Blueprint, StrictInteger, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate
@@ -28,18 +28,6 @@ class StrictBoolean(ma.fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid", input=value)
         return value
-
-
-class StrictInteger(ma.fields.Integer):
-    """A JSON integer (not true/false, which Python counts as integers)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(strict=True, **kwargs)
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class TextMatchSchema(ma.Schema):
@@ -146,6 +134,7 @@ class GroupingRules(MethodView):
     @blp.idempotent
     @blp.arguments(GroupingRuleCreateSchema)
     @blp.response(201, GroupingRuleSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.links(201, "/v1/grouping-rules/{rule_id}", ["get", "patch", "delete"], rule_id="$response.body#/id")
     @blp.errors(422)
     def post(self, body):
         """Create a grouping rule."""

@@ -122,8 +122,7 @@ class BulkSchema(ma.Schema):
          "required": ["value"]},
         {"properties": {"op": {"enum": ["link_pattern"]},
                         "value": {"type": "string", "minLength": 1, "maxLength": 40}}, "required": ["value"]},
-        {"properties": {"op": {"enum": ["unlink_pattern"]}, "value": {"type": "string", "nullable": True,
-                                                                      "enum": [None]}}},
+        {"properties": {"op": {"enum": ["unlink_pattern"]}, "value": {"type": "null"}}},
     ]}
 
     ids = ma.fields.List(ma.fields.String(validate=Length(1, 40)), required=True, validate=Length(1, 100))
@@ -166,6 +165,8 @@ class Issues(MethodView):
     @blp.idempotent
     @blp.arguments(IssueCreateSchema)
     @blp.response(201, IssueSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.links(201, "/v1/issues/{issue_id}", ["get", "patch"], issue_id="$response.body#/id")
+    @blp.links(201, "/v1/issues/{issue_id}/close", ["post"], issue_id="$response.body#/id")
     @blp.errors(409, 422)
     def post(self, body):
         """Create an issue."""
