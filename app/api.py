@@ -6,6 +6,7 @@ import re
 import flask_smorest
 import marshmallow as ma
 from apispec import BasePlugin
+from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask_smorest.utils import prepare_response
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
@@ -92,6 +93,34 @@ class CommonResponses(BasePlugin):
                                            **expiring, **response.get("headers", {})}
 
 
+class Converter(OpenAPIConverter):
+    """marshmallow -> OpenAPI 3.1 (JSON Schema 2020-12), and a dict's key rules as its
+    `propertyNames`."""
+
+    def init_attribute_functions(self, *args, **kwargs):
+        super().init_attribute_functions(*args, **kwargs)
+        self.add_attribute_function(Converter.dict2property_names)
+
+    def dict2property_names(self, field, **kwargs):
+        if isinstance(field, ma.fields.Dict) and field.key_field is not None:
+            return {"propertyNames": self.field2property(field.key_field)}
+        return {}
+
+
+class ConverterPlugin(MarshmallowPlugin):
+    Converter = Converter
+
+
+class SchemaRules(BasePlugin):
+    """A schema's rules across fields (`exactly one of`, a value that depends on another field),
+    written as JSON Schema in its `OPENAPI_RULES`, join its component: the document then
+    refuses what the server refuses."""
+
+    def schema_helper(self, name, definition, **kwargs):
+        schema = kwargs.get("schema")
+        return dict(getattr(schema, "OPENAPI_RULES", None) or {})
+
+
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ErrorSchema
     # No catch-all `default` response: every status an operation can give is declared, so an
@@ -105,7 +134,8 @@ class Api(flask_smorest.Api):
     def init_app(self, app, *, spec_kwargs=None):
         app.url_map.converters["id"] = IdConverter
         spec_kwargs = dict(spec_kwargs or {})
-        spec_kwargs["extra_plugins"] = [CommonResponses(), *spec_kwargs.get("extra_plugins", ())]
+        spec_kwargs.setdefault("marshmallow_plugin", ConverterPlugin())
+        spec_kwargs["extra_plugins"] = [CommonResponses(), SchemaRules(), *spec_kwargs.get("extra_plugins", ())]
         super().init_app(app, spec_kwargs=spec_kwargs)
 
     def _register_responses(self):
@@ -154,6 +184,15 @@ class Blueprint(flask_smorest.Blueprint):
             "description": "Retry safely: the same key and body within 24 h replays the first "
                            "response (header Idempotent-Replayed: true); another body is a 409."}])(func)
         return self.errors(409)(idempotent(func))
+
+    def links(self, status, path, methods, **parameters):
+        """OpenAPI links from a response to the operations of `path` (e.g. a created resource's
+        reads and writes), with their parameters as runtime expressions (`$response.body#/id`):
+        clients, and schemathesis' stateful tests, follow them."""
+        pointer = path.replace("~", "~0").replace("/", "~1")
+        links = {re.sub(r"[^A-Za-z0-9]+", "_", f"{method} {path}").strip("_"): {
+            "operationRef": f"#/paths/{pointer}/{method}", "parameters": parameters} for method in methods}
+        return self.doc(responses={status: {"links": links}})
 
     def errors(self, *statuses):
         """Document the error responses a view can give, all in the envelope."""
@@ -211,24 +250,62 @@ class Timestamp(ma.fields.DateTime):
         return parsed
 
 
+class StrictInteger(ma.fields.Integer):
+    """A JSON integer, as JSON Schema counts them: `40` or `40.0`, not `40.5`, `"40"` or true
+    (which Python counts as an integer)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class HttpUrl(ma.fields.String):
+    """An absolute http(s) URL of at most 2,048 characters, checked by the one expression the
+    document shows: a host name or IP literal, an optional port, then no space or control
+    character."""
+
+    _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    PATTERN = (rf"^https?://(?:(?:{_LABEL}\.)*{_LABEL}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
+               r"(?:[/?#][^\s\x00-\x1f\x7f]*)?$")
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=[ma.validate.Length(max=2048), ma.validate.Regexp(
+            self.PATTERN, error="Must be an http or https URL.")], **kwargs)
+
+
 class CommaList(ma.fields.Field):
     """`a,b,c` in a query string -> a list of distinct choices (OR), at most MAX_ITEMS of them
-    (each is a bound parameter; PostgreSQL takes 65,535 per query)."""
+    (each is a bound parameter; PostgreSQL takes 65,535 per query). Space around a value and
+    empty values (`a,,b`, a trailing comma) are ignored; at least one value is needed. The
+    document's `pattern` is the very expression the server parses with."""
 
     MAX_ITEMS = 100
+    # A value: no comma, no NUL (no database stores it), no space at either end.
+    ANY_ITEM = r"[^,\s\x00](?:[^,\x00]*[^,\s\x00])?"
 
     def __init__(self, choices=None, **kwargs):
         self.choices = tuple(choices) if choices else None
+        item = "(?:" + "|".join(map(re.escape, self.choices)) + ")" if self.choices else self.ANY_ITEM
+        self.pattern = rf"^[\s,]*{item}(?:\s*,[\s,]*{item}){{0,{self.MAX_ITEMS - 1}}}[\s,]*$"
         metadata = kwargs.pop("metadata", {})
         if self.choices:
             metadata.setdefault("description", "Comma-separated, any of: " + ", ".join(self.choices))
         metadata["description"] = f"{metadata.get('description', 'Comma-separated.')} At most {self.MAX_ITEMS}."
+        metadata["pattern"] = self.pattern
         super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
             raise ma.ValidationError("Not a valid string.")
-        items = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+        if re.fullmatch(self.pattern, value):
+            return list(dict.fromkeys(re.findall(self.ANY_ITEM, value)))
+        items = [part.strip() for part in value.split(",") if part.strip()]
         if not items:
             raise ma.ValidationError("Must name at least one value.")
         if len(items) > self.MAX_ITEMS:
@@ -238,5 +315,4 @@ class CommaList(ma.fields.Field):
             if bad:
                 raise ma.ValidationError(
                     f"Unknown value(s) {', '.join(bad)}; must be among: {', '.join(self.choices)}.")
-        return items
-
+        raise ma.ValidationError("Must be comma-separated values without NUL characters.")

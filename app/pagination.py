@@ -170,12 +170,9 @@ def paginate(query, args, *, sorts, id_field, item_schema):
 
 
 def sort_field(sorts, default):
-    """The `sort` query field: one of `sorts`, `-` for descending."""
-    allowed = ", ".join(f"{name}, -{name}" for name in sorts)
-
-    def validate(value):
-        if value.lstrip("-") not in sorts or value.startswith("--"):
-            raise ma.ValidationError(f"Unknown sort field {value!r}; must be one of: {allowed}.")
-
-    return ma.fields.String(load_default=default, validate=validate, metadata={
+    """The `sort` query field: one of `sorts`, `-` for descending (an enum in the document)."""
+    choices = [form for name in sorts for form in (name, f"-{name}")]
+    allowed = ", ".join(choices)
+    return ma.fields.String(load_default=default, validate=ma.validate.OneOf(
+        choices, error=f"Unknown sort field {{input!r}}; must be one of: {allowed}."), metadata={
         "description": f"One field, `-` prefix for descending. Default `{default}`. Any of: {allowed}."})

@@ -3,7 +3,7 @@ import marshmallow as ma
 from flask import url_for
 from flask.views import MethodView
 
-from app.api import Blueprint, Timestamp
+from app.api import Blueprint, StrictInteger, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate
@@ -30,18 +30,6 @@ class StrictBoolean(ma.fields.Boolean):
         return value
 
 
-class StrictInteger(ma.fields.Integer):
-    """A JSON integer (not true/false, which Python counts as integers)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(strict=True, **kwargs)
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
 class TextMatchSchema(ma.Schema):
     field = ma.fields.String(load_default="text", validate=OneOf(TEXT_FIELDS), metadata={
         "description": "`title`, `description`, or `text` (the title, a newline, the description). Default `text`."})
@@ -63,6 +51,8 @@ class MetadataConditionSchema(ma.Schema):
 class ConditionsSchema(ma.Schema):
     """All given conditions must hold; at least one."""
 
+    OPENAPI_RULES = {"minProperties": 1}
+
     match = ma.fields.Nested(TextMatchSchema)
     source = ma.fields.String(validate=Length(1, 64), metadata={"description": "The issue's source, exactly."})
     team = ma.fields.String(validate=Length(1, 100), metadata={"description": "The issue's team, exactly."})
@@ -81,6 +71,9 @@ class ActionSchema(ma.Schema):
 
 class ActionWriteSchema(ma.Schema):
     """Exactly one of them (the other absent or null)."""
+
+    OPENAPI_RULES = {"oneOf": [{"properties": {"fingerprint": {"type": "object"}}, "required": ["fingerprint"]},
+                               {"properties": {"pattern_id": {"type": "string"}}, "required": ["pattern_id"]}]}
 
     fingerprint = ma.fields.Nested(FingerprintSchema, allow_none=True, metadata={
         "description": "The root cause to give the issue; it joins that fingerprint's pattern."})
@@ -141,6 +134,7 @@ class GroupingRules(MethodView):
     @blp.idempotent
     @blp.arguments(GroupingRuleCreateSchema)
     @blp.response(201, GroupingRuleSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.links(201, "/v1/grouping-rules/{rule_id}", ["get", "patch", "delete"], rule_id="$response.body#/id")
     @blp.errors(422)
     def post(self, body):
         """Create a grouping rule."""

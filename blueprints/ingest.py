@@ -2,7 +2,7 @@
 import marshmallow as ma
 from flask.views import MethodView
 
-from app.api import Blueprint, Timestamp
+from app.api import Blueprint, HttpUrl, Timestamp
 from app.auth import current_principal
 from app.errors import flatten_messages
 from app.extensions import protector
@@ -19,6 +19,9 @@ MAX_BATCH = 500
 
 
 class RecordSchema(ma.Schema):
+    OPENAPI_RULES = {"anyOf": [{"required": ["title"]},
+                               {"properties": {"external_id": {"type": "string"}}, "required": ["external_id"]}]}
+
     source = ma.fields.String(load_default="custom_api", validate=Length(1, 64))
     external_id = ma.fields.String(allow_none=True, validate=Length(1, 255), metadata={
         "description": "With `source`, identifies the failure: a repeat updates its issue."})
@@ -26,7 +29,7 @@ class RecordSchema(ma.Schema):
     body = ma.fields.String(validate=Length(max=10_000))
     severity = ma.fields.String(load_default="medium", validate=ma.validate.OneOf(
         SEVERITIES + tuple(SEVERITY_ALIASES)), metadata={"description": "p1-p4 or low..critical."})
-    external_url = ma.fields.Url(allow_none=True, schemes={"http", "https"}, validate=Length(max=2048))
+    external_url = HttpUrl(allow_none=True)
     team = ma.fields.String(allow_none=True, validate=Length(max=100))
     source_created_at = Timestamp(metadata={"description": "When it happened; becomes created_at."})
     metadata = ma.fields.Dict(keys=ma.fields.String(validate=Length(1, 100)))
@@ -51,7 +54,8 @@ class RecordSchema(ma.Schema):
 
 
 class BatchSchema(ma.Schema):
-    records = ma.fields.List(ma.fields.Raw(), required=True, validate=Length(1, MAX_BATCH), metadata={
+    # Any JSON value: one that is not a record object (null included) is listed as rejected.
+    records = ma.fields.List(ma.fields.Raw(allow_none=True), required=True, validate=Length(1, MAX_BATCH), metadata={
         "description": f"1-{MAX_BATCH} records (see IngestRecord); each is checked on its own."})
 
 

@@ -3,7 +3,7 @@ import marshmallow as ma
 from flask import url_for
 from flask.views import MethodView
 
-from app.api import Blueprint, CommaList, Timestamp
+from app.api import Blueprint, CommaList, HttpUrl, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
@@ -76,7 +76,7 @@ class IssueWriteFields(ma.Schema):
     severity = ma.fields.String(validate=OneOf(SEVERITIES))
     pattern_id = ma.fields.String(allow_none=True, validate=Length(1, 40))
     team = ma.fields.String(allow_none=True, validate=Length(max=100))
-    external_url = ma.fields.Url(allow_none=True, schemes={"http", "https"}, validate=Length(max=2048))
+    external_url = HttpUrl(allow_none=True)
     metadata = ma.fields.Dict(keys=ma.fields.String(validate=Length(1, 100)))
 
 
@@ -114,6 +114,17 @@ class IssueQuerySchema(PageArgsSchema):
 
 
 class BulkSchema(ma.Schema):
+    # What `value` may be depends on `op`: one alternative per operation.
+    OPENAPI_RULES = {"oneOf": [
+        {"properties": {"op": {"enum": ["set_status"]}, "value": {"type": "string", "enum": list(ISSUE_STATUSES)}},
+         "required": ["value"]},
+        {"properties": {"op": {"enum": ["set_severity"]}, "value": {"type": "string", "enum": list(SEVERITIES)}},
+         "required": ["value"]},
+        {"properties": {"op": {"enum": ["link_pattern"]},
+                        "value": {"type": "string", "minLength": 1, "maxLength": 40}}, "required": ["value"]},
+        {"properties": {"op": {"enum": ["unlink_pattern"]}, "value": {"type": "null"}}},
+    ]}
+
     ids = ma.fields.List(ma.fields.String(validate=Length(1, 40)), required=True, validate=Length(1, 100))
     op = ma.fields.String(required=True, validate=OneOf(BULK_OPS))
     value = ma.fields.Raw(allow_none=True, metadata={
@@ -154,6 +165,8 @@ class Issues(MethodView):
     @blp.idempotent
     @blp.arguments(IssueCreateSchema)
     @blp.response(201, IssueSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.links(201, "/v1/issues/{issue_id}", ["get", "patch"], issue_id="$response.body#/id")
+    @blp.links(201, "/v1/issues/{issue_id}/close", ["post"], issue_id="$response.body#/id")
     @blp.errors(409, 422)
     def post(self, body):
         """Create an issue."""

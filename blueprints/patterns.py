@@ -3,7 +3,7 @@ import marshmallow as ma
 from flask import url_for
 from flask.views import MethodView
 
-from app.api import Blueprint, CommaList, Timestamp
+from app.api import Blueprint, CommaList, StrictInteger, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate, sort_field
@@ -41,7 +41,7 @@ class PatternWriteFields(ma.Schema):
     description = ma.fields.String(validate=Length(max=10_000))
     status = ma.fields.String(validate=ma.validate.OneOf(WRITABLE_STATUSES), metadata={
         "description": "`merged` is set by a merge only."})
-    risk_score = ma.fields.Integer(strict=True, validate=ma.validate.Range(0, 100))
+    risk_score = StrictInteger(validate=ma.validate.Range(0, 100))
     fingerprint = ma.fields.Nested(FingerprintSchema, allow_none=True)
     tags = ma.fields.List(ma.fields.String(validate=Length(1, 50)), validate=Length(max=20))
 
@@ -99,6 +99,8 @@ class Patterns(MethodView):
     @blp.idempotent
     @blp.arguments(PatternCreateSchema)
     @blp.response(201, PatternSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.links(201, "/v1/patterns/{pattern_id}", ["get", "patch"], pattern_id="$response.body#/id")
+    @blp.links(201, "/v1/patterns/{pattern_id}/issues", ["get"], pattern_id="$response.body#/id")
     def post(self, body):
         """Create a pattern."""
         pattern = Pattern.create_in(current_principal().workspace_id, body)

@@ -184,6 +184,13 @@ def document(spec, app):
             {"name": "workspace", "in": "query", "required": True, "schema": {"type": "string"}},
             {"name": "since", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 0}},
+            # Without the handshake's headers, a plain GET is refused (400).
+            {"name": "Upgrade", "in": "header", "required": True, "schema": {"type": "string", "enum": ["websocket"]}},
+            {"name": "Connection", "in": "header", "required": True, "schema": {"type": "string", "enum": ["Upgrade"]}},
+            {"name": "Sec-WebSocket-Key", "in": "header", "required": True,
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"}},
+            {"name": "Sec-WebSocket-Version", "in": "header", "required": True,
+             "schema": {"type": "string", "enum": ["13"]}},
         ],
         "responses": {"101": {"description": "Switching Protocols: the stream is open."},
                       "400": "BAD_REQUEST"},  # a plain HTTP request, without the upgrade

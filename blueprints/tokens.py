@@ -1,5 +1,6 @@
 """API tokens (a member's own) and service accounts (a workspace's machine identities, with theirs)."""
 import datetime
+import re
 
 import marshmallow as ma
 from flask import url_for
@@ -23,12 +24,26 @@ Length = ma.validate.Length
 ADMIN = "tokens:admin"
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_HEX = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join([rf"(?:{_HEX}:){{7}}{_HEX}", rf"(?:{_HEX}:){{1,7}}:"] + [
+    rf"(?:{_HEX}:){{1,{6 - tail}}}(?::{_HEX}){{1,{tail + 1}}}" for tail in range(6)] + [rf":(?:(?::{_HEX}){{1,7}}|:)"])
+CIDR_PATTERN = (rf"^(?:{_OCTET}(?:\.{_OCTET}){{3}}(?:/(?:3[0-2]|[12]?[0-9]))?"
+                rf"|(?:{_IPV6})(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$")
+
+
 class Cidr(ma.fields.String):
-    """An IPv4 or IPv6 network (`203.0.113.0/24`) or one address, kept as its network."""
+    """An IPv4 or IPv6 network (`203.0.113.0/24`) or one address, kept as its network: the
+    document's `pattern` is the expression checked (dotted quads, colon-hex IPv6, a prefix)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"pattern": CIDR_PATTERN}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
+            if not re.search(CIDR_PATTERN, text):  # as JSON Schema reads `pattern`
+                raise ValueError(text)
             return normalise_cidr(text)
         except ValueError:
             raise ma.ValidationError("Not an IP address or network in CIDR notation (e.g. 203.0.113.0/24).") from None
@@ -55,6 +70,8 @@ class ApiTokenCreatedSchema(ApiTokenSchema):
 
 
 class ApiTokenCreateSchema(ma.Schema):
+    OPENAPI_RULES = {"oneOf": [{"required": ["expires_at"]}, {"required": ["expires_in_days"]}]}
+
     name = ma.fields.String(required=True, validate=Length(1, 100), metadata={
         "description": "Unique among the owner's tokens."})
     scopes = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(TOKEN_SCOPES)), required=True,
@@ -135,6 +152,8 @@ class ApiTokens(MethodView):
     @blp.auth_required(members_only=True)
     @blp.arguments(ApiTokenCreateSchema)
     @blp.response(201, ApiTokenCreatedSchema)
+    @blp.links(201, "/v1/api-tokens/{token_id}", ["delete"], token_id="$response.body#/id")
+    @blp.links(201, "/v1/api-tokens/{token_id}/rotate", ["post"], token_id="$response.body#/id")
     @blp.errors(409, 422)
     def post(self, body):
         """Create a personal token: it acts for you, with no more than your role grants."""
@@ -183,6 +202,8 @@ class ServiceAccounts(MethodView):
     @blp.idempotent
     @blp.arguments(ServiceAccountCreateSchema)
     @blp.response(201, ServiceAccountSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.links(201, "/v1/service-accounts/{account_id}", ["get", "patch", "delete"],
+               account_id="$response.body#/id")
     @blp.errors(422)
     def post(self, body):
         """Create a service account: a machine identity of the workspace, owned by no member."""
