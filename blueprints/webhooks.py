@@ -4,7 +4,7 @@ from flask import url_for
 from flask.views import MethodView
 
 from app import tasks
-from app.api import Blueprint, Timestamp
+from app.api import Blueprint, HttpUrl, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import PageArgsSchema, list_schema, paginate
@@ -65,9 +65,8 @@ class WebhookUpdateSchema(ma.Schema):
 
 
 class WebhookCreateSchema(WebhookUpdateSchema):
-    url = ma.fields.Url(required=True, schemes={"https", "http"}, require_tld=False, validate=Length(max=2000),
-                        metadata={"description": "https, on a public address (checked now and at every "
-                                                 "delivery; else 422)."})
+    url = HttpUrl(required=True, metadata={"description": "https, on a public address (checked now and at every "
+                                                          "delivery; else 422)."})
     events = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(SUBSCRIBABLE)), required=True,
                             validate=Length(1, len(SUBSCRIBABLE)), metadata={
                                 "description": "Event types to receive; `*` for all, present and future."})

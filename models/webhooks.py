@@ -120,7 +120,10 @@ def resolve(url, allow_insecure=False):
     """(host, port, the checked addresses) for a receiver URL; RuleViolation on `url` if it may
     not receive: not https, or a name resolving to any address that is not public. With
     `allow_insecure`, http and loopback addresses are let through (never private or metadata)."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address
+        raise RuleViolation("url", "The URL's host is not a valid name or address") from None
     allowed_schemes = ("https", "http") if allow_insecure else ("https",)
     if parts.scheme not in allowed_schemes:
         raise RuleViolation("url", "A webhook URL must use https")

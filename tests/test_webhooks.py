@@ -486,3 +486,8 @@ def test_the_quickstart_server_delivers_with_its_inline_worker_and_a_410_disable
         write_issues(base, headers, 2, "After the 410")
         assert wait_for(lambda: len(hook.verified) == 6)
         assert gone.requests == sent <= 3
+
+
+def test_a_url_whose_bracketed_host_is_no_address_is_unprocessable(client, auth):
+    response = client.post("/v1/webhooks", headers=auth(), json={"url": "https://[435a7F]/hook", "events": ["*"]})
+    assert response.status_code == 422 and "url" in response.get_json()["error"]["details"]
