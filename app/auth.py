@@ -34,6 +34,8 @@ CLAIMS = jwt.JWTClaimsRegistry(
     scope={"essential": True},
 )
 
+TEXT_CLAIMS = ("sub", "sid", "workspace_id", "scope")
+
 
 def _signing_key():
     return _key(current_app.config["JWT_SECRET"])
@@ -118,7 +120,7 @@ class AccessToken(dict, Principal):
         return False  # `exp` is checked when the token is decoded
 
     def is_revoked(self):
-        self._live_scopes = AuthSession.live_scopes(self["sid"])
+        self._live_scopes = AuthSession.live_scopes(self["sid"], self["sub"], self["workspace_id"])
         return self._live_scopes is None
 
     def get_scope(self):
@@ -137,6 +139,8 @@ class JWTBearerValidator(BearerTokenValidator):
             CLAIMS.validate(token.claims)
         except (JoseError, ValueError, TypeError):
             return None
+        if not all(isinstance(token.claims[name], str) for name in TEXT_CLAIMS):
+            return None  # signed, but not by us as we sign: never let a list or number reach a query
         return AccessToken(token.claims)
 
 

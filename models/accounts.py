@@ -146,13 +146,17 @@ class AuthSession(BaseModel):
     revoked_at = pw.DateTimeField(null=True)
 
     @classmethod
-    def live_scopes(cls, session_id):
-        """The scopes the session's member holds now, or None once revoked or no longer a member."""
-        rows = prepared_rows("AuthSession.live_scopes", lambda session_id: (
+    def live_scopes(cls, session_id, user_id, workspace_id):
+        """The scopes the session's member holds now, or None once revoked or no longer a member.
+
+        The token's user and workspace must be the session's own: a token re-signed with the
+        server's secret for another workspace (or one that never existed) names no live session."""
+        rows = prepared_rows("AuthSession.live_scopes", lambda session_id, user_id, workspace_id: (
             cls.select(Membership.role)
             .join(Membership, on=((Membership.user == cls.user) & (Membership.workspace == cls.workspace)))
-            .where((cls.id == session_id) & cls.revoked_at.is_null())
-            .limit(1)), session_id=session_id)
+            .where((cls.id == session_id) & (cls.user == user_id) & (cls.workspace == workspace_id)
+                   & cls.revoked_at.is_null())
+            .limit(1)), session_id=session_id, user_id=user_id, workspace_id=workspace_id)
         return ROLE_SCOPES.get(rows[0][0]) if rows else None
 
     def revoke(self):

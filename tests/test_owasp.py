@@ -613,3 +613,70 @@ def test_docs_page_is_not_frameable(client):
     assert response.status_code == 200
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# A principal whose workspace, membership or user is gone is a 401 on every kind of route (a
+# read, a create, ingestion; the stream in tests/test_stream.py), never a 500.
+
+GONE_PROBES = [("get", "/v1/issues", None), ("get", "/v1/me", None), ("post", "/v1/issues", {"title": "x"}),
+               ("post", "/v1/patterns", {"name": "x"}), ("post", "/v1/ingest/events", {"title": "x"}),
+               ("post", "/v1/ingest/batch", {"records": [{"title": "x"}]})]
+
+
+def resigned(token, **changes):
+    """The token's claims, changed, signed with the server's own secret (as a leaked secret would allow)."""
+    from test_auth import claims_of, signed
+    return signed(dict(claims_of(token), **changes))
+
+
+def assert_gone(app, client, token, probes=GONE_PROBES):
+    with database_unchanged(app):
+        for method, path, body in probes:
+            response = send(client, method, path, {"Authorization": f"Bearer {token}"}, body)
+            assert response.status_code == 401, (method, path, response.status_code)
+            assert_envelope(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize("workspace", ["ws_01nowhere", OTHER_WORKSPACE])
+def test_a_token_resigned_for_another_or_no_workspace_is_unauthorized(app, client, token_for, workspace):
+    assert_gone(app, client, resigned(token_for("owner"), workspace_id=workspace))
+
+
+@pytest.mark.parametrize("claim", ["sub", "sid", "workspace_id", "scope"])
+def test_a_token_resigned_with_a_non_text_claim_is_unauthorized(app, client, token_for, claim):
+    assert_gone(app, client, resigned(token_for("owner"), **{claim: ["ws_01abc123"]}), GONE_PROBES[:1])
+
+
+def test_a_token_resigned_for_another_user_is_unauthorized(app, client, token_for):
+    assert_gone(app, client, resigned(token_for("owner"), sub="usr_01abc456"))
+
+
+def test_every_route_refuses_a_token_whose_membership_was_deleted(app, client, token_for):
+    token = token_for("owner", user_id="usr_removed")
+    with app.app_context(), db.connection_context():
+        Membership.delete().where(Membership.user == "usr_removed").execute()
+    assert_gone(app, client, token)
+
+
+def test_every_route_refuses_a_token_whose_user_was_deleted(app, client, token_for):
+    from models import User
+    token = token_for("owner", user_id="usr_deleted")
+    with app.app_context(), db.connection_context():
+        User.delete().where(User.id == "usr_deleted").execute()
+    assert_gone(app, client, token)
+
+
+def test_every_route_refuses_every_kind_of_token_once_the_workspace_is_deleted(app, client, token_for,
+                                                                                api_tokens):
+    from models import Workspace
+    tokens = [token_for("owner", OTHER_WORKSPACE), api_tokens[THEIR_TOKEN], api_tokens["tok_02def101"]]
+    with app.app_context(), db.connection_context():
+        Workspace.delete().where(Workspace.id == OTHER_WORKSPACE).execute()
+    for token in tokens:
+        assert_gone(app, client, token)
+
+
+def test_a_personal_api_token_whose_membership_was_deleted_is_unauthorized(app, client, api_tokens):
+    with app.app_context(), db.connection_context():
+        Membership.delete().where(Membership.user == "usr_test_owner_ws_01abc123").execute()
+    assert_gone(app, client, api_tokens[MY_TOKEN])
