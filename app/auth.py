@@ -7,12 +7,12 @@ import uuid
 from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError
-from flask import current_app, g
+from flask import current_app, g, has_request_context, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from models import ApiToken, AuthSession, RefreshToken
+from models import ApiToken, AuthSession, RefreshToken, audit
 from models.tokens import TOKEN_PREFIX
 
 from .errors import WWW_AUTHENTICATE, ApiError
@@ -62,8 +62,7 @@ def grant_tokens(session):
 
 def start_session(user_id, workspace_id, scopes):
     """Open a sign-in session and return its first token pair."""
-    session = AuthSession.create(id=AuthSession.next_id(), user=user_id, workspace=workspace_id,
-                                 scope=" ".join(scopes))
+    session = AuthSession.open(user_id, workspace_id, scopes)
     refresh = RefreshToken.mint(session, current_app.config["REFRESH_TOKEN_TTL_S"])
     return {**grant_tokens(session), "refresh_token": refresh}
 
@@ -124,11 +123,9 @@ class AccessToken(dict, Principal):
         return self._live_scopes is None
 
     def get_scope(self):
-        """What the token carries, never more than the member's role grants today."""
-        carried = self["scope"].split()
-        if self._live_scopes is not None:
-            carried = [scope for scope in carried if scope in self._live_scopes]
-        return " ".join(carried)
+        """What the member's role grants today: a promotion or demotion applies from the next
+        request (the token's own `scope` claim says what the role granted at sign-in)."""
+        return " ".join(self["scope"].split() if self._live_scopes is None else self._live_scopes)
 
 
 class JWTBearerValidator(BearerTokenValidator):
@@ -213,7 +210,26 @@ def current_principal():
     return current_token._get_current_object()
 
 
+def actor_of(principal):
+    """The audit log's {type, id, display} for a principal: a personal token acts for its member."""
+    if principal.kind == "service_account":
+        return {"type": "service_account", "id": principal.id, "display": principal.display}
+    return {"type": "user", "id": principal.user_id, "display": principal.display}
+
+
+def audit_context():
+    """Who is acting, from where, in which request (the audit log's context); the system
+    outside a request or before a token has been checked."""
+    if not has_request_context():
+        return {"actor": audit.SYSTEM, "ip": None, "user_agent": None, "request_id": None}
+    principal = g.get("authlib_server_oauth2_token")
+    return {"actor": audit.SYSTEM if principal is None else actor_of(principal), "ip": client_ip(),
+            "user_agent": request.headers.get("User-Agent"), "request_id": g.get("request_id")}
+
+
 def init_app(app):
+    audit.set_context_provider(audit_context)
+
     @app.after_request
     def announce_expiry(response):
         """A request made with an API token learns when that token expires, on every response."""

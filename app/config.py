@@ -1,6 +1,7 @@
 """Settings: the environment of spec §8, read once, parsed and checked."""
 import os
 import re
+from urllib.parse import urlsplit
 
 DEV_JWT_SECRET = "causeloop-dev-secret-do-not-use-in-production"
 MIN_SECRET_BYTES = 32
@@ -44,6 +45,13 @@ def _list(environ, name, default=""):
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _smtp_url(url):
+    if url and urlsplit(url).scheme not in ("smtp", "smtps", "smtp+starttls"):
+        raise ConfigError(f"SMTP_URL must look like smtp://user:password@host:587, got scheme "
+                          f"{urlsplit(url).scheme!r}")
+    return url
+
+
 def from_env(environ=None):
     """Build the Flask config mapping from the process environment."""
     env = os.environ if environ is None else environ
@@ -74,6 +82,9 @@ def from_env(environ=None):
         "STREAM_MAX_SOCKETS": _number(env, "STREAM_MAX_SOCKETS", max(1, threads - HTTP_THREADS), minimum=1),
         # The threads that may be serving HTTP at once, plus a few for streams' short lookups.
         "DB_POOL_SIZE": _number(env, "DB_POOL_SIZE", HTTP_THREADS + 4, minimum=1),
+        "SMTP_URL": _smtp_url(env.get("SMTP_URL", "")),
+        "SMTP_FROM": env.get("SMTP_FROM", "Causeloop <no-reply@causeloop.invalid>"),
+        "INVITATION_URL": env.get("INVITATION_URL", "http://localhost:3000/invitations/accept"),
         "ACCESS_TOKEN_TTL_S": 72 * 3600,
         "REFRESH_TOKEN_TTL_S": 30 * 24 * 3600,
     }

@@ -1,5 +1,5 @@
 """peewee models, their query builders, and the database proxy they are bound to."""
-from .accounts import (ALL_SCOPES, ROLE_SCOPES, ROLES, AuthSession, Membership,
+from .accounts import (ADMIN_ROLES, ALL_SCOPES, ROLE_SCOPES, ROLES, AuthSession, Membership,
                        Organization, RefreshToken, User, Workspace, provision_owner)
 from .events import Event, EventCounter
 from .idempotency import IdempotencyKey
@@ -9,14 +9,19 @@ from .patterns import PATTERN_STATUSES, Pattern
 from .grouping.rules import GroupingRule, GroupingRuleVersion
 from .grouping.similarity import CannotLink, GroupingCorrection, GroupingSettings, SourceProfile
 from .tokens import ApiToken, ServiceAccount
+from .members import Invitation, InvitationLink, LastAdmin
+from .audit import AuditEntry
+from .retention import RetentionSettings
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
           EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,
-          GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken]
+          GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken, Invitation, InvitationLink,
+          AuditEntry, RetentionSettings]
 
 __all__ = [
-    "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
+    "ADMIN_ROLES", "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
-    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "ApiToken", "ServiceAccount", "Conflict", "Forbidden", "NotFound", "RuleViolation",
+    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "ApiToken", "ServiceAccount", "Invitation", "InvitationLink", "LastAdmin", "AuditEntry",
+    "RetentionSettings", "Conflict", "Forbidden", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

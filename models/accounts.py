@@ -7,15 +7,31 @@ import peewee as pw
 
 from .base import BaseModel, db, prepared_rows, utcnow
 
-ROLE_SCOPES = {
+# The roles, lowest first: each holds every scope of the roles below it, plus its own. A
+# member never grants (invites to, promotes to) a role above their own.
+ROLES = ("read_only", "viewer", "executive", "analyst", "compliance_admin", "security_admin",
+         "tenant_admin", "owner")
+ROLE_GRANTS = {
     "read_only": ("issues:read", "patterns:read"),
-    "viewer": ("issues:read", "patterns:read"),
-    "analyst": ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write"),
+    "viewer": ("members:read",),
+    "executive": ("workspace.compliance:read",),
+    "analyst": ("issues:write", "patterns:write", "ingest:write"),
+    "compliance_admin": ("audit:read", "workspace.compliance:write"),
+    "security_admin": ("members:write", "tokens:admin"),
+    "tenant_admin": ("members:admin", "workspace:write"),
+    "owner": (),  # what a tenant admin may do, and above them: only an owner makes owners
 }
-ALL_SCOPES = ROLE_SCOPES["analyst"] + ("members:write", "tokens:admin")
-ROLE_SCOPES["tenant_admin"] = ALL_SCOPES
-ROLE_SCOPES["owner"] = ALL_SCOPES
-ROLES = tuple(ROLE_SCOPES)
+ROLE_SCOPES = {}
+for _index, _role in enumerate(ROLES):
+    ROLE_SCOPES[_role] = (ROLE_SCOPES[ROLES[_index - 1]] if _index else ()) + ROLE_GRANTS[_role]
+ALL_SCOPES = ROLE_SCOPES["owner"]
+ADMIN_ROLES = ("tenant_admin", "owner")  # a workspace always keeps at least one
+
+
+def rank(role):
+    """A role's place in the chain: higher may do everything lower may."""
+    return ROLES.index(role)
+
 
 REFRESH_PREFIX = "clp_refresh_"
 
@@ -159,10 +175,30 @@ class AuthSession(BaseModel):
             .limit(1)), session_id=session_id, user_id=user_id, workspace_id=workspace_id)
         return ROLE_SCOPES.get(rows[0][0]) if rows else None
 
+    @classmethod
+    def open(cls, user_id, workspace_id, scopes):
+        """A new sign-in session (audited as `auth.signed_in`, the user as actor)."""
+        from . import audit
+
+        with db.atomic():
+            session = cls.create(id=cls.next_id(), user=user_id, workspace=workspace_id, scope=" ".join(scopes))
+            audit.record(workspace_id, "auth.signed_in", "session", session.id,
+                         actor=audit.user_actor(User.get_by_id(user_id)))
+        return session
+
     def revoke(self):
-        (AuthSession.update(revoked_at=utcnow())
-         .where((AuthSession.id == self.id) & AuthSession.revoked_at.is_null())
-         .execute())
+        return (AuthSession.update(revoked_at=utcnow())
+                .where((AuthSession.id == self.id) & AuthSession.revoked_at.is_null())
+                .execute())
+
+    def sign_out(self):
+        """Log out: revoke the session (audited as `auth.signed_out` the first time)."""
+        from . import audit
+
+        with db.atomic():
+            if self.revoke():
+                audit.record(self.workspace_id, "auth.signed_out", "session", self.id,
+                             actor=audit.user_actor(User.get_by_id(self.user_id)))
 
 
 def _digest(token):
@@ -211,6 +247,10 @@ class RefreshToken(BaseModel):
                      .where((cls.token_hash == row.token_hash) & cls.used_at.is_null())
                      .execute())
             if not spent:
-                session.revoke()
+                from . import audit
+
+                if session.revoke():
+                    audit.record(session.workspace_id, "auth.refresh_token_reused", "session", session.id,
+                                 actor=audit.user_actor(User.get_by_id(session.user_id)))
                 return None, "refresh token was already used; the session has been revoked"
             return session, cls.mint(session, ttl_s)

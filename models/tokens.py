@@ -43,12 +43,19 @@ SCOPE_DESCRIPTIONS = {
     "patterns:read": "Read patterns, their issues and the grouping rules.",
     "patterns:write": "Create and update patterns and grouping rules.",
     "ingest:write": "Send failures from other systems (POST /v1/ingest/events and /v1/ingest/batch).",
-    "members:write": "Manage the workspace's members.",
+    "members:read": "List the workspace's members.",
+    "members:write": "Invite members (up to your own role) and manage invitations (never held by a token).",
+    "members:admin": "Change members' roles and remove members, up to your own role (never held by a token).",
+    "audit:read": "Read and export the workspace's audit log.",
+    "workspace.compliance:read": "Read the workspace's data-retention settings.",
+    "workspace.compliance:write": "Change the workspace's data-retention settings.",
+    "workspace:write": "Change the workspace's own settings.",
     "tokens:admin": "Manage service accounts and their tokens (signed-in members only; never held by a token).",
 }
-# A token may carry any scope but tokens:admin: no token mints or manages tokens, so a leaked
-# one cannot make itself a successor.
-TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope != "tokens:admin")
+# Never held by a token: no token mints or manages tokens (a leaked one cannot make itself a
+# successor), and none lets a person in or changes who may do what.
+NOT_FOR_TOKENS = ("tokens:admin", "members:write", "members:admin")
+TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope not in NOT_FOR_TOKENS)
 
 
 def _base62(number, width):

@@ -142,3 +142,23 @@ def api_tokens(app):
                 ApiToken.update(id=fixed_id).where(ApiToken.id == token.id).execute()
                 secrets[fixed_id] = token.secret
     return secrets
+
+
+MY_MEMBER, THEIR_MEMBER = "mem_01abc456", "mem_02def789"  # the seed's owners
+MY_INVITATION, THEIR_INVITATION = "inv_01abc123", "inv_02def100"
+
+
+@pytest.fixture
+def invitations(app):
+    """A pending invitation (as viewer) in each seed workspace, with short fixed ids; returns their
+    link tokens by id."""
+    from models import Invitation, InvitationLink, utcnow
+    from models.members import INVITATION_TTL
+
+    tokens = {}
+    with app.app_context(), db.connection_context():
+        for invitation_id, workspace in ((MY_INVITATION, SEED_WORKSPACE), (THEIR_INVITATION, OTHER_WORKSPACE)):
+            invitation = Invitation.create(id=invitation_id, workspace=workspace, email=f"invitee@{workspace}.test",
+                                           role="viewer", expires_at=utcnow() + INVITATION_TTL)
+            tokens[invitation_id] = InvitationLink.mint(invitation)
+    return tokens

@@ -18,9 +18,9 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import (MY_ACCOUNT, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT, THEIR_RULE,
-                      THEIR_TOKEN)
-from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
+from conftest import (MY_ACCOUNT, MY_INVITATION, MY_MEMBER, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET,
+                      THEIR_ACCOUNT, THEIR_INVITATION, THEIR_MEMBER, THEIR_RULE, THEIR_TOKEN)
+from models import MODELS, AuditEntry, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
 MY_ISSUE, MY_PATTERN = "iss_01abc123", "pat_01xyz789"
@@ -58,9 +58,10 @@ def spec_operations(client):
 
 
 def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE, token_id=MY_TOKEN,
-             account_id=MY_ACCOUNT):
+             account_id=MY_ACCOUNT, member_id=MY_MEMBER, invitation_id=MY_INVITATION):
     return (path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
-            .replace("{token_id}", token_id).replace("{account_id}", account_id))
+            .replace("{token_id}", token_id).replace("{account_id}", account_id)
+            .replace("{member_id}", member_id).replace("{invitation_id}", invitation_id))
 
 
 def send(client, method, path, headers, body=None):
@@ -92,6 +93,12 @@ VALID_BODIES = {
     ("post", "/v1/service-accounts/{account_id}/tokens"): {"name": "Probe", "scopes": ["issues:read"],
                                                            "expires_in_days": 1},
     ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"): None,
+    ("patch", "/v1/members/{member_id}"): {"role": "viewer"},
+    ("delete", "/v1/members/{member_id}"): None,
+    ("get", "/v1/invitations"): None,
+    ("post", "/v1/invitations"): {"email": "probe@example.test", "role": "viewer"},
+    ("delete", "/v1/invitations/{invitation_id}"): None,
+    ("post", "/v1/invitations/{invitation_id}/resend"): None,
 }
 # Privileged routes: a scope beyond reading (tokens:admin reads service accounts too).
 PRIVILEGED = (":write", ":admin")
@@ -121,8 +128,12 @@ ID_ROUTES = [
     ("delete", "/v1/service-accounts/{account_id}"),
     ("post", "/v1/service-accounts/{account_id}/tokens"),
     ("delete", "/v1/service-accounts/{account_id}/tokens/{token_id}"),
+    ("patch", "/v1/members/{member_id}"),
+    ("delete", "/v1/members/{member_id}"),
+    ("delete", "/v1/invitations/{invitation_id}"),
+    ("post", "/v1/invitations/{invitation_id}/resend"),
 ]
-ID_PATTERN = r"\b(iss|pat|gru|tok|sva)_\w+"
+ID_PATTERN = r"\b(iss|pat|gru|tok|sva|mem|inv)_\w+"
 
 
 def test_every_id_taking_route_is_probed(client):
@@ -132,16 +143,18 @@ def test_every_id_taking_route_is_probed(client):
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
 def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens,
-                                                         method, path):
+                                                         invitations, method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
         theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN,
-                                               THEIR_ACCOUNT), headers, body)
+                                               THEIR_ACCOUNT, THEIR_MEMBER, THEIR_INVITATION), headers, body)
         missing = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
-                                                "tok_01zzz999", "sva_01zzz999"), headers, body)
+                                                "tok_01zzz999", "sva_01zzz999", "mem_01zzz999", "inv_01zzz999"),
+                       headers, body)
     error = assert_envelope(theirs, 404, "not_found")
-    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT)
+    assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT,
+                                      THEIR_MEMBER, THEIR_INVITATION)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
     assert re.sub(ID_PATTERN, "<id>", error["message"]) == \
@@ -260,9 +273,11 @@ def test_a_token_minted_with_another_secret_is_unauthorized(app, client, token_f
 def test_a_reused_refresh_token_mints_nothing_and_ends_the_session(app, client):
     first = client.post("/v1/auth/exchange", json={"subject_token": "anything"}).get_json()
     second = client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
-    with database_unchanged(app, [model for model in MODELS if model is not AuthSession]):
+    with database_unchanged(app, [model for model in MODELS if model not in (AuthSession, AuditEntry)]):
         replay = client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert_envelope(replay, 401, "invalid_grant")
+    with app.app_context(), db.connection_context():  # the replay is on the record, once
+        assert AuditEntry.select().where(AuditEntry.action == "auth.refresh_token_reused").count() == 1
     assert "access_token" not in replay.get_data(as_text=True)
     for token in (first["access_token"], second["access_token"]):
         assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
@@ -362,9 +377,11 @@ def test_patterns_expose_exactly_their_documented_fields(client, auth):
 
 def test_me_exposes_no_internal_account_fields(client, auth):
     body = client.get("/v1/me", headers=auth()).get_json()
-    assert set(body) == {"user", "workspace", "role", "scopes"}
+    assert set(body) == {"user", "workspace", "role", "scopes", "workspaces"}
     assert set(body["user"]) == {"id", "email", "name", "created_at"}
     assert set(body["workspace"]) == {"id", "name", "organization_id", "created_at"}
+    assert all(set(workspace) == {"id", "name", "organization_id", "created_at", "role"}
+               for workspace in body["workspaces"])
 
 
 def test_token_responses_carry_no_session_internals(client):
@@ -472,7 +489,8 @@ def test_a_read_only_role_is_refused_before_the_resource_is_looked_up(app, clien
     headers = auth("viewer")
     with database_unchanged(app):
         response = send(client, method, concrete(path, "iss_01zzz999", "pat_01zzz999", "gru_01zzz999",
-                                                 "tok_01zzz999", "sva_01zzz999"), headers,
+                                                 "tok_01zzz999", "sva_01zzz999", "mem_01zzz999", "inv_01zzz999"),
+                        headers,
                         VALID_BODIES[(method, path)])
     assert_envelope(response, 403, "forbidden")
 
@@ -528,7 +546,7 @@ def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, p
     with database_unchanged(app):
         for value in HOSTILE:
             quoted = urllib.parse.quote(value, safe="")
-            target = concrete(path, quoted, quoted, quoted, quoted, quoted)
+            target = concrete(path, quoted, quoted, quoted, quoted, quoted, quoted, quoted)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 

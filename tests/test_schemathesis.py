@@ -26,11 +26,13 @@ SEED_IDS = {
     "rule_id": ["gru_01abc123", "gru_02def100"],  # the grouping_rules fixture's
     "token_id": ["tok_01abc123", "tok_01abc124", "tok_02def100"],  # the api_tokens fixture's
     "account_id": ["sva_01abc123", "sva_02def100"],
+    "member_id": ["mem_01abc456", "mem_02def789"],  # the seed's owners
+    "invitation_id": ["inv_01abc123", "inv_02def100"],  # the invitations fixture's
 }
 
 
 @pytest.fixture
-def api_schema(app, auth, grouping_rules, api_tokens):
+def api_schema(app, auth, grouping_rules, api_tokens, invitations):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 

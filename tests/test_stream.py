@@ -44,7 +44,7 @@ class Live:
         from models import ROLE_SCOPES, Membership
 
         with self.database():
-            owner = Membership.get(Membership.workspace == workspace)
+            owner = Membership.get((Membership.workspace == workspace) & (Membership.role == "owner"))
             return start_session(owner.user_id, workspace, ROLE_SCOPES["owner"])["access_token"]
 
     @contextlib.contextmanager
