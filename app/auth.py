@@ -12,7 +12,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from models import ApiToken, AuthSession, RefreshToken, audit
+from models import ApiToken, AuthSession, RefreshToken, User, audit
 from models.tokens import TOKEN_PREFIX
 
 from .errors import WWW_AUTHENTICATE, ApiError
@@ -214,6 +214,10 @@ def actor_of(principal):
     """The audit log's {type, id, display} for a principal: a personal token acts for its member."""
     if principal.kind == "service_account":
         return {"type": "service_account", "id": principal.id, "display": principal.display}
+    if principal.kind == "user":
+        user = User.get_or_none(User.id == principal.user_id)
+        return audit.user_actor(user) if user else {"type": "user", "id": principal.user_id,
+                                                    "display": principal.user_id}
     return {"type": "user", "id": principal.user_id, "display": principal.display}
 
 

@@ -115,8 +115,14 @@ def provision_owner(org_name, workspace_name, clerk_user_id, email, clerk_org_id
             membership.role = "owner"
             membership.save()
             membership_state = "updated"
-    return {"organization": (org.id, org_state), "workspace": (workspace.id, workspace_state),
-            "user": (user.id, user_state), "membership": (membership.id, membership_state)}
+        rows = {"organization": (org.id, org_state), "workspace": (workspace.id, workspace_state),
+                "user": (user.id, user_state), "membership": (membership.id, membership_state)}
+        if any(state != "existing" for _, state in rows.values()):
+            from . import audit
+
+            audit.record(workspace.id, "workspace.provisioned", "workspace", workspace.id,
+                         {name: {"id": row_id, "state": state} for name, (row_id, state) in rows.items()})
+    return rows
 
 
 def _provision_organization(name, clerk_org_id):

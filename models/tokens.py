@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
+from . import audit
 from .accounts import ROLE_SCOPES, Membership, User, Workspace
 from .base import BaseModel, Conflict, Forbidden, NotFound, RuleViolation, WorkspaceScoped, db, for_update, utcnow
 
@@ -142,8 +143,11 @@ class ServiceAccount(WorkspaceScoped, BaseModel):
             if cls.in_workspace(workspace_id).count() >= MAX_SERVICE_ACCOUNTS:
                 raise RuleViolation("name", f"A workspace has at most {MAX_SERVICE_ACCOUNTS} service accounts")
             _unique_name(cls.in_workspace(workspace_id), cls.name, data["name"], "service account")
-            return _insert(cls, "service account", id=cls.next_id(), workspace=workspace_id,
-                           created_by=created_by, **data)
+            account = _insert(cls, "service account", id=cls.next_id(), workspace=workspace_id,
+                              created_by=created_by, **data)
+            audit.record(workspace_id, "service_account.created", "service_account", account.id,
+                         {"name": account.name})
+            return account
 
     @classmethod
     def update_in(cls, account_id, workspace_id, changes):
@@ -151,11 +155,14 @@ class ServiceAccount(WorkspaceScoped, BaseModel):
             account = cls.get_in_workspace(account_id, workspace_id, lock=True)
             if changes.get("name", account.name) != account.name:
                 _unique_name(cls.in_workspace(workspace_id), cls.name, changes["name"], "service account")
+            before = {name: getattr(account, name) for name in changes}
             for name, value in changes.items():
                 setattr(account, name, value)
             account.updated_at = utcnow()
             with _conflict_on_duplicate(account.name, "service account"):
                 account.save()
+            audit.record(workspace_id, "service_account.updated", "service_account", account.id,
+                         {name: {"before": before[name], "after": value} for name, value in changes.items()})
         return account
 
     @classmethod
@@ -163,8 +170,10 @@ class ServiceAccount(WorkspaceScoped, BaseModel):
         """Delete the account and, with it, every token it holds."""
         with db.atomic():
             account = cls.get_in_workspace(account_id, workspace_id, lock=True)
-            ApiToken.delete().where(ApiToken.service_account == account.id).execute()
+            revoked = ApiToken.delete().where(ApiToken.service_account == account.id).execute()
             account.delete_instance()
+            audit.record(workspace_id, "service_account.deleted", "service_account", account.id,
+                         {"name": account.name, "tokens_revoked": revoked})
 
 
 class ApiToken(BaseModel):
@@ -240,7 +249,13 @@ class ApiToken(BaseModel):
                         scope=" ".join(dict.fromkeys(data["scopes"])), allowed_cidrs=data.get("allowed_cidrs", []),
                         token_hash=digest(secret), last_four=secret[-4:], expires_at=expiry(data), **owner)
         token.secret = secret
+        audit.record(token.workspace_id, "api_token.created", "api_token", token.id, token.audited())
         return token
+
+    def audited(self):
+        """What the audit log keeps of a token: never its secret or hash."""
+        return {"name": self.name, "scopes": list(self.scopes), "service_account_id": self.service_account_id,
+                "expires_at": self.expires_at.isoformat() + "Z"}
 
     @classmethod
     def rotate_personal(cls, token_id, user_id, workspace_id):
@@ -253,21 +268,26 @@ class ApiToken(BaseModel):
             secret = new_secret(PERSONAL_PREFIX)
             token.token_hash, token.last_four, token.rotated_at = digest(secret), secret[-4:], utcnow()
             token.save()
+            audit.record(workspace_id, "api_token.rotated", "api_token", token.id, token.audited())
         token.secret = secret
         return token
 
     @classmethod
     def revoke_personal(cls, token_id, user_id, workspace_id):
         with db.atomic():
-            cls.get_personal(token_id, user_id, workspace_id, lock=True).delete_instance()
+            token = cls.get_personal(token_id, user_id, workspace_id, lock=True)
+            token.delete_instance()
+            audit.record(workspace_id, "api_token.revoked", "api_token", token.id, token.audited())
 
     @classmethod
     def revoke_for_service_account(cls, token_id, account_id, workspace_id):
         with db.atomic():
             account = ServiceAccount.get_in_workspace(account_id, workspace_id)
-            deleted = cls.delete().where((cls.id == token_id) & (cls.service_account == account.id)).execute()
-        if not deleted:
-            raise NotFound(cls.KIND, token_id)
+            token = cls.get_or_none((cls.id == token_id) & (cls.service_account == account.id))
+            if token is None:
+                raise NotFound(cls.KIND, token_id)
+            token.delete_instance()
+            audit.record(workspace_id, "api_token.revoked", "api_token", token.id, token.audited())
 
     # -- authentication ------------------------------------------------------------------------
 
