@@ -27,7 +27,8 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import audit, auth, grouping_rules, ingest, issues, members, meta, patterns, stream, tokens
+    from blueprints import (audit, auth, grouping_rules, ingest, issues, members, meta, patterns, retention, stream,
+                            tokens)
     from models import Issue, Pattern, db, make_database
 
     app = Flask(__name__)
@@ -53,7 +54,7 @@ def create_app(overrides=None):
                   max_age=600)
     api.init_app(app)
     api.register_field(CommaList, "string", None)
-    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, members, audit):
+    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, members, audit, retention):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)

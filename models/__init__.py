@@ -11,7 +11,7 @@ from .grouping.similarity import CannotLink, GroupingCorrection, GroupingSetting
 from .tokens import ApiToken, ServiceAccount
 from .members import Invitation, InvitationLink, LastAdmin
 from .audit import AuditEntry
-from .retention import RetentionSettings
+from .retention import RetentionBelowMinimum, RetentionSettings
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
           EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,

@@ -21,9 +21,15 @@ ROLE_GRANTS = {
     "tenant_admin": ("members:admin", "workspace:write"),
     "owner": (),  # what a tenant admin may do, and above them: only an owner makes owners
 }
+# Every scope, in the order a role's scope string lists them (the quickstart's "issues:read
+# issues:write patterns:read ...").
+SCOPES = ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write", "members:read",
+          "members:write", "members:admin", "audit:read", "workspace:write", "workspace.compliance:read",
+          "workspace.compliance:write", "tokens:admin")
 ROLE_SCOPES = {}
 for _index, _role in enumerate(ROLES):
-    ROLE_SCOPES[_role] = (ROLE_SCOPES[ROLES[_index - 1]] if _index else ()) + ROLE_GRANTS[_role]
+    _granted = {scope for role in ROLES[:_index + 1] for scope in ROLE_GRANTS[role]}
+    ROLE_SCOPES[_role] = tuple(scope for scope in SCOPES if scope in _granted)
 ALL_SCOPES = ROLE_SCOPES["owner"]
 ADMIN_ROLES = ("tenant_admin", "owner")  # a workspace always keeps at least one
 

@@ -70,6 +70,11 @@ def client(app):
     return app.test_client()
 
 
+def membership_id(user_id):
+    """A membership id the router takes (`mem_` and up to 36 letters or digits)."""
+    return "mem_" + "".join(char for char in user_id if char.isalnum())[-36:]
+
+
 @pytest.fixture
 def token_for(app):
     """A real access token (signed, with a live session) for a member of `workspace`."""
@@ -79,7 +84,7 @@ def token_for(app):
             user_id = user_id or f"usr_test_{role}_{workspace}"
             User.get_or_create(id=user_id, defaults={"email": f"{role}@example.test"})
             Membership.get_or_create(user=user_id, workspace=workspace,
-                                     defaults={"id": f"mem_{user_id}", "role": role})
+                                     defaults={"id": membership_id(user_id), "role": role})
             return start_session(user_id, workspace, ROLE_SCOPES[role])["access_token"]
 
     return mint
@@ -131,7 +136,7 @@ def api_tokens(app):
             user_id = f"usr_test_owner_{workspace}"
             User.get_or_create(id=user_id, defaults={"email": "owner@example.test"})
             Membership.get_or_create(user=user_id, workspace=workspace,
-                                     defaults={"id": f"mem_{user_id}", "role": "owner"})
+                                     defaults={"id": membership_id(user_id), "role": "owner"})
             body = {"name": "Probe token", "scopes": ["issues:read", "ingest:write"], "expires_in_days": 30}
             personal = ApiToken.create_personal(user_id, workspace, body, ROLE_SCOPES["owner"])
             account = ServiceAccount.create_in(workspace, {"name": "Probe account"}, created_by=user_id)

@@ -19,7 +19,8 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import (MY_ACCOUNT, MY_INVITATION, MY_MEMBER, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, TEST_SECRET,
+from conftest import (MY_ACCOUNT, MY_INVITATION, MY_MEMBER, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, SEED_WORKSPACE,
+                      TEST_SECRET,
                       THEIR_ACCOUNT, THEIR_INVITATION, THEIR_MEMBER, THEIR_RULE, THEIR_TOKEN)
 from models import MODELS, AuditEntry, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
@@ -100,6 +101,7 @@ VALID_BODIES = {
     ("post", "/v1/invitations"): {"email": "probe@example.test", "role": "viewer"},
     ("delete", "/v1/invitations/{invitation_id}"): None,
     ("post", "/v1/invitations/{invitation_id}/resend"): None,
+    ("patch", "/v1/settings/data-retention"): {"issues_days": 30},
 }
 # Privileged routes: a scope beyond reading (tokens:admin reads service accounts too).
 PRIVILEGED = (":write", ":admin")
@@ -704,3 +706,39 @@ def test_a_personal_api_token_whose_membership_was_deleted_is_unauthorized(app, 
     with app.app_context(), db.connection_context():
         Membership.delete().where(Membership.user == "usr_test_owner_ws_01abc123").execute()
     assert_gone(app, client, api_tokens[MY_TOKEN])
+
+
+# Role escalation (API5): nobody grants, changes or removes a role above their own; tampered or
+# spent invitation links sign no one in (tests/test_members.py replays an accepted one).
+
+@pytest.mark.parametrize("role,method,path,body", [
+    ("security_admin", "post", "/v1/invitations", {"email": "climber@example.test", "role": "tenant_admin"}),
+    ("tenant_admin", "post", "/v1/invitations", {"email": "climber@example.test", "role": "owner"}),
+    ("tenant_admin", "patch", f"/v1/members/{MY_MEMBER}", {"role": "viewer"}),  # an owner
+    ("tenant_admin", "delete", f"/v1/members/{MY_MEMBER}", None),
+    ("analyst", "patch", f"/v1/members/{MY_MEMBER}", {"role": "viewer"}),
+    ("security_admin", "patch", f"/v1/members/{MY_MEMBER}", {"role": "owner"}),
+])
+def test_role_escalation_is_refused(app, client, auth, role, method, path, body):
+    headers = auth(role)
+    with database_unchanged(app):
+        response = send(client, method, path, headers, body)
+    assert_envelope(response, 403, "forbidden")
+
+
+def test_a_tenant_admin_cannot_promote_themselves_to_owner(app, client, auth):
+    headers = auth("tenant_admin")
+    with app.app_context(), db.connection_context():
+        mine = Membership.get(Membership.user == f"usr_test_tenant_admin_{SEED_WORKSPACE}").id
+    with database_unchanged(app):
+        response = send(client, "patch", f"/v1/members/{mine}", headers, {"role": "owner"})
+    assert_envelope(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize("tamper", [lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), lambda t: t + "x",
+                                    lambda t: t.replace("clp_inv_", "clp_pat_")])
+def test_a_tampered_invitation_link_is_refused(app, client, invitations, tamper):
+    with database_unchanged(app):
+        response = client.post("/v1/invitations/accept",
+                               json={"token": tamper(invitations[MY_INVITATION]), "subject_token": "x"})
+    assert_envelope(response, 401, "invalid_grant")
