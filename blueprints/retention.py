@@ -37,6 +37,11 @@ class RetentionUpdateSchema(ma.Schema):
     activity_days = _days(ACTIVITY)
     audit_days = _days(AUDIT)
 
+    @ma.validates_schema
+    def something(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Give at least one of issues_days, activity_days and audit_days.")
+
 
 @blp.route("/settings/data-retention")
 class DataRetention(MethodView):

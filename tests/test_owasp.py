@@ -199,11 +199,15 @@ def test_bulk_ids_of_another_workspace_are_not_found(app, client, auth, op, valu
 
 def test_bulk_with_mixed_ids_touches_only_the_callers_issues(app, client, auth):
     headers = auth()
-    with database_unchanged(app, [model for model in MODELS if model.__name__ not in WRITTEN_BY_AN_UPDATE + ("Pattern",)]):
+    written = WRITTEN_BY_AN_UPDATE + ("Pattern", "AuditEntry")
+    with database_unchanged(app, [model for model in MODELS if model.__name__ not in written]):
         before = rows(app, [Issue, Pattern])
         response = client.post("/v1/issues/bulk", headers=headers,
                                json={"ids": [MY_ISSUE, THEIR_ISSUE], "op": "set_severity", "value": "low"})
     assert response.get_json() == {"updated": 1, "not_found": [THEIR_ISSUE]}
+    with app.app_context(), db.connection_context():  # on the record: the caller's issue only
+        assert [entry.changes["issue_ids"] for entry in AuditEntry.select()
+                if entry.action == "issue.bulk_updated"] == [[MY_ISSUE]]
     after = rows(app, [Issue, Pattern])
     for model, mine in (("Issue", MY_ISSUE), ("Pattern", MY_PATTERN)):
         assert [row for row in after[model] if row[0] != mine] == [row for row in before[model] if row[0] != mine]
