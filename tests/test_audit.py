@@ -235,6 +235,8 @@ def test_random_member_operations_leave_one_entry_per_change_and_none_per_refusa
 
     with app.app_context(), db.connection_context():
         Membership.delete().where((Membership.workspace == OTHER_WORKSPACE) & (Membership.id != ACTOR)).execute()
+        Membership.get_or_create(id=ACTOR, defaults={"user": "usr_02def789", "workspace": OTHER_WORKSPACE,
+                                                     "role": "owner"})  # an earlier example may have removed it
         Membership.update(role="owner").where(Membership.id == ACTOR).execute()
         Invitation.delete().where(Invitation.workspace == OTHER_WORKSPACE).execute()
         AuditEntry.delete().where(AuditEntry.workspace == OTHER_WORKSPACE).execute()

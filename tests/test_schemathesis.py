@@ -14,6 +14,8 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
                                                response_schema_conformance, status_code_conformance,
                                                unsupported_method)
 
+from models import Membership, User, db
+
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance,
           content_type_conformance, response_headers_conformance, negative_data_rejection,
           ignored_auth, unsupported_method]
@@ -26,13 +28,16 @@ SEED_IDS = {
     "rule_id": ["gru_01abc123", "gru_02def100"],  # the grouping_rules fixture's
     "token_id": ["tok_01abc123", "tok_01abc124", "tok_02def100"],  # the api_tokens fixture's
     "account_id": ["sva_01abc123", "sva_02def100"],
-    "member_id": ["mem_01abc456", "mem_02def789"],  # the seed's owners
+    "member_id": ["mem_01disposable", "mem_02def789"],  # the api_schema fixture's viewer; the other seed owner
     "invitation_id": ["inv_01abc123", "inv_02def100"],  # the invitations fixture's
 }
 
 
 @pytest.fixture
 def api_schema(app, auth, grouping_rules, api_tokens, invitations):
+    with app.app_context(), db.connection_context():  # a member schemathesis may demote or remove
+        User.get_or_create(id="usr_disposable", defaults={"email": "disposable@example.test"})
+        Membership.create(id="mem_01disposable", user="usr_disposable", workspace="ws_01abc123", role="viewer")
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 

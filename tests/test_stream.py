@@ -15,6 +15,8 @@ from simple_websocket import Client, ConnectionClosed
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
 
+import fixtures
+from models import schema
 from conftest import ON_POSTGRES, OTHER_WORKSPACE, SEED_WORKSPACE, TEST_DATABASE_URL
 from test_server import free_port, run_procfile_web, stop
 
@@ -29,6 +31,10 @@ class Live:
 
     def __init__(self, tmp, **env):
         self.database_url = TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp / 'stream.db'}"
+        if ON_POSTGRES:  # the shared database holds whatever the tests before left: start from the seed
+            with self.database():
+                schema.migrate()
+                fixtures.load_seed(reset=True)
         self.env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "JWT_SECRET": SECRET,
                     "DATABASE_URL": self.database_url, "STREAM_HEARTBEAT_S": "0.5",
                     "CORS_ORIGINS": "http://localhost:3000", "RATE_LIMIT": "100000/minute", **env}
