@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import MY_ACCOUNT, MY_RULE, MY_TOKEN, OTHER_WORKSPACE, SEED_WORKSPACE
 from models import AuditEntry, Membership, User, db
+from models.accounts import rank
 from test_errors import assert_envelope
 
 OWNER = "usr_test_owner_ws_01abc123"  # whom auth() signs in
@@ -206,13 +207,18 @@ OPERATIONS = st.lists(st.tuples(st.sampled_from(["change", "remove", "invite"]),
 
 def expected_outcome(roles, invited, operation, target, role):
     """(status, audit action or None) as the rules say, updating the model of the workspace."""
+    mine = rank(roles[ACTOR])
     if operation == "invite":
+        if rank(role) > mine:
+            return 403, None
         if role in invited:
             return 409, None
         invited.add(role)
         return 201, "invitation.sent"
     if target not in roles:
         return 404, None
+    if rank(roles[target]) > mine or (operation == "change" and rank(role) > mine):
+        return 403, None
     last_admin = roles[target] in ADMINS and [m for m, r in roles.items() if r in ADMINS] == [target]
     if operation == "remove":
         if last_admin:
