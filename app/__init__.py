@@ -27,8 +27,8 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import (auth, connectors, grouping_rules, inbound, ingest, issues, meta, patterns, stream,
-                            tokens, webhooks)
+    from blueprints import (audit, auth, connectors, grouping_rules, inbound, ingest, issues, members, meta,
+                            patterns, retention, stream, tokens, webhooks)
     from models import Issue, Pattern, db, make_database
 
     app = Flask(__name__)
@@ -54,7 +54,8 @@ def create_app(overrides=None):
                   max_age=600)
     api.init_app(app)
     api.register_field(CommaList, "string", None)
-    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, connectors, inbound, webhooks):
+    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, connectors, inbound, webhooks,
+                   members, audit, retention):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)

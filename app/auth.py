@@ -7,12 +7,12 @@ import uuid
 from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError
-from flask import current_app, g
+from flask import current_app, g, has_request_context, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from models import ApiToken, AuthSession, RefreshToken
+from models import ApiToken, AuthSession, RefreshToken, User, audit
 from models.tokens import TOKEN_PREFIX
 
 from .errors import WWW_AUTHENTICATE, ApiError
@@ -33,6 +33,8 @@ CLAIMS = jwt.JWTClaimsRegistry(
     workspace_id={"essential": True},
     scope={"essential": True},
 )
+
+TEXT_CLAIMS = ("sub", "sid", "workspace_id", "scope")
 
 
 def _signing_key():
@@ -60,8 +62,7 @@ def grant_tokens(session):
 
 def start_session(user_id, workspace_id, scopes):
     """Open a sign-in session and return its first token pair."""
-    session = AuthSession.create(id=AuthSession.next_id(), user=user_id, workspace=workspace_id,
-                                 scope=" ".join(scopes))
+    session = AuthSession.open(user_id, workspace_id, scopes)
     refresh = RefreshToken.mint(session, current_app.config["REFRESH_TOKEN_TTL_S"])
     return {**grant_tokens(session), "refresh_token": refresh}
 
@@ -118,15 +119,13 @@ class AccessToken(dict, Principal):
         return False  # `exp` is checked when the token is decoded
 
     def is_revoked(self):
-        self._live_scopes = AuthSession.live_scopes(self["sid"])
+        self._live_scopes = AuthSession.live_scopes(self["sid"], self["sub"], self["workspace_id"])
         return self._live_scopes is None
 
     def get_scope(self):
-        """What the token carries, never more than the member's role grants today."""
-        carried = self["scope"].split()
-        if self._live_scopes is not None:
-            carried = [scope for scope in carried if scope in self._live_scopes]
-        return " ".join(carried)
+        """What the member's role grants today: a promotion or demotion applies from the next
+        request (the token's own `scope` claim says what the role granted at sign-in)."""
+        return " ".join(self["scope"].split() if self._live_scopes is None else self._live_scopes)
 
 
 class JWTBearerValidator(BearerTokenValidator):
@@ -137,6 +136,8 @@ class JWTBearerValidator(BearerTokenValidator):
             CLAIMS.validate(token.claims)
         except (JoseError, ValueError, TypeError):
             return None
+        if not all(isinstance(token.claims[name], str) for name in TEXT_CLAIMS):
+            return None  # signed, but not by us as we sign: never let a list or number reach a query
         return AccessToken(token.claims)
 
 
@@ -209,7 +210,30 @@ def current_principal():
     return current_token._get_current_object()
 
 
+def actor_of(principal):
+    """The audit log's {type, id, display} for a principal: a personal token acts for its member."""
+    if principal.kind == "service_account":
+        return {"type": "service_account", "id": principal.id, "display": principal.display}
+    if principal.kind == "user":
+        user = User.get_or_none(User.id == principal.user_id)
+        return audit.user_actor(user) if user else {"type": "user", "id": principal.user_id,
+                                                    "display": principal.user_id}
+    return {"type": "user", "id": principal.user_id, "display": principal.display}
+
+
+def audit_context():
+    """Who is acting, from where, in which request (the audit log's context); the system
+    outside a request or before a token has been checked."""
+    if not has_request_context():
+        return {"actor": audit.SYSTEM, "ip": None, "user_agent": None, "request_id": None}
+    principal = g.get("authlib_server_oauth2_token")
+    return {"actor": audit.SYSTEM if principal is None else actor_of(principal), "ip": client_ip(),
+            "user_agent": request.headers.get("User-Agent"), "request_id": g.get("request_id")}
+
+
 def init_app(app):
+    audit.set_context_provider(audit_context)
+
     @app.after_request
     def announce_expiry(response):
         """A request made with an API token learns when that token expires, on every response."""

@@ -216,20 +216,48 @@ def _workspace_for(user, clerk_org_id):
     return memberships[0].workspace_id
 
 
-def sign_in(subject_token):
-    """The (user id, workspace id) a Clerk session token signs in; raises SignInRefused."""
+def verified_claims(subject_token):
+    """The claims of a Clerk session token that passes every check; raises SignInRefused."""
     verifier = current_app.extensions.get(EXTENSION)
     if verifier is None:
         raise SignInRefused(NOT_CONFIGURED)
     try:
-        claims = verifier.verify(subject_token)
+        return verifier.verify(subject_token)
+    except SignInRefused as refusal:
+        log.info("sign-in refused: %s", refusal)
+        raise
+
+
+def sign_in(subject_token, workspace_id=None):
+    """The (user id, workspace id) a Clerk session token signs in — to `workspace_id` when given
+    (one of the user's memberships), else by the active organization; raises SignInRefused."""
+    claims = verified_claims(subject_token)
+    try:
         user = User.get_or_none(User.clerk_user_id == claims["sub"])
         if user is None:
             raise refused("user", "no Causeloop user has this Clerk user id")
+        if workspace_id is not None:
+            if Membership.find(user.id, workspace_id) is None:
+                raise refused("membership", "the user is not a member of the requested workspace")
+            return user.id, workspace_id
         return user.id, _workspace_for(user, _active_organization(claims))
     except SignInRefused as refusal:
         log.info("sign-in refused: %s", refusal)
         raise
+
+
+def invitee(subject_token):
+    """Who a Clerk session token proves the caller is, for accepting an invitation:
+    {clerk_user_id, email, name}. Clerk puts the email in a session token only through a custom
+    claim: `email` (`{{user.primary_email_address}}` in the Clerk dashboard's session token)."""
+    claims = verified_claims(subject_token)
+    email = claims.get("email")
+    if not isinstance(email, str) or "@" not in email:
+        refusal = refused("email", "the token carries no `email` claim (add it to Clerk's session token)")
+        log.info("sign-in refused: %s", refusal)
+        raise refusal
+    name = claims.get("name")
+    return {"clerk_user_id": claims["sub"], "email": email, "name": name if isinstance(name, str) else None}
 
 
 def init_app(app):

@@ -1,5 +1,5 @@
 """`flask` commands: migrate the schema, (re)load the seed, provision a real deployment's first
-owner, generate synthetic data."""
+owner, regroup, prune expired data, generate synthetic data."""
 import click
 
 import fixtures
@@ -56,6 +56,20 @@ def init_app(app):
                                    clerk_org_id=clerk_org_id, user_name=user_name)
         for kind, (row_id, state) in rows.items():
             click.echo(f"{kind}: {row_id} ({state})")
+
+    @app.cli.command("prune")
+    @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000),
+                  help="Rows deleted per transaction.")
+    def prune_command(batch_size):
+        """Delete what each workspace's data retention says has expired (issues, ended sign-in
+        sessions, audit entries), in short batches; pattern counters stay exact."""
+        from models import retention
+
+        schema.migrate()
+        with db.connection_context():
+            done = retention.prune(batch=batch_size)
+        for workspace_id, counts in done.items():
+            click.echo(f"{workspace_id}: " + ", ".join(f"{count} {kind}" for kind, count in counts.items()))
 
     @app.cli.command("regroup")
     @click.option("--workspace", required=True, help="Workspace id.")

@@ -1,6 +1,7 @@
 """Settings: the environment of spec §8, read once, parsed and checked."""
 import os
 import re
+from urllib.parse import urlsplit
 
 DEV_JWT_SECRET = "causeloop-dev-secret-do-not-use-in-production"
 MIN_SECRET_BYTES = 32
@@ -51,6 +52,13 @@ def _list(environ, name, default=""):
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _smtp_url(url):
+    if url and urlsplit(url).scheme not in ("smtp", "smtps", "smtp+starttls"):
+        raise ConfigError(f"SMTP_URL must look like smtp://user:password@host:587, got scheme "
+                          f"{urlsplit(url).scheme!r}")
+    return url
+
+
 def from_env(environ=None):
     """Build the Flask config mapping from the process environment."""
     env = os.environ if environ is None else environ
@@ -89,6 +97,9 @@ def from_env(environ=None):
         "WEBHOOK_RETRY_SCALE": _number(env, "WEBHOOK_RETRY_SCALE", 1.0, float, minimum=0.0),
         "WEBHOOK_TIMEOUT_S": _number(env, "WEBHOOK_TIMEOUT_S", 15.0, float, minimum=0.1),
         "WEBHOOK_SWEEP_S": _number(env, "WEBHOOK_SWEEP_S", 5.0, float, minimum=0.1),
+        "SMTP_URL": _smtp_url(env.get("SMTP_URL", "")),
+        "SMTP_FROM": env.get("SMTP_FROM", "Causeloop <no-reply@causeloop.invalid>"),
+        "INVITATION_URL": env.get("INVITATION_URL", "http://localhost:3000/invitations/accept"),
         "ACCESS_TOKEN_TTL_S": 72 * 3600,
         "REFRESH_TOKEN_TTL_S": 30 * 24 * 3600,
     }

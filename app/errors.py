@@ -141,7 +141,7 @@ def register_error_handlers(app):
 
     @app.errorhandler(RuleViolation)
     def rule_violation(error):
-        return envelope(422, "unprocessable", error.message, {error.field: [error.message]})
+        return envelope(422, error.code, error.message, {error.field: [error.message]})
 
     @app.errorhandler(Forbidden)
     def forbidden(error):

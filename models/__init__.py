@@ -1,5 +1,5 @@
 """peewee models, their query builders, and the database proxy they are bound to."""
-from .accounts import (ALL_SCOPES, ROLE_SCOPES, ROLES, AuthSession, Membership,
+from .accounts import (ADMIN_ROLES, ALL_SCOPES, ROLE_SCOPES, ROLES, AuthSession, Membership,
                        Organization, RefreshToken, User, Workspace, provision_owner)
 from .events import Event, EventCounter
 from .idempotency import IdempotencyKey
@@ -11,17 +11,21 @@ from .grouping.similarity import CannotLink, GroupingCorrection, GroupingSetting
 from .tokens import ApiToken, ServiceAccount
 from .connectors import Connector, InboundDelivery
 from .webhooks import WebhookCursor, WebhookDelivery, WebhookEndpoint
+from .members import Invitation, InvitationLink, LastAdmin
+from .audit import AuditEntry
+from .retention import RetentionBelowMinimum, RetentionSettings
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
           EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,
           GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken, Connector, InboundDelivery,
-          WebhookEndpoint, WebhookCursor, WebhookDelivery]
+          WebhookEndpoint, WebhookCursor, WebhookDelivery, Invitation, InvitationLink, AuditEntry, RetentionSettings]
 
 __all__ = [
-    "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
+    "ADMIN_ROLES", "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
     "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS",
     "ApiToken", "ServiceAccount", "Connector", "InboundDelivery", "WebhookCursor", "WebhookDelivery", "WebhookEndpoint",
+    "Invitation", "InvitationLink", "LastAdmin", "AuditEntry", "RetentionSettings",
     "Conflict", "Forbidden", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

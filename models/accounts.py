@@ -7,15 +7,37 @@ import peewee as pw
 
 from .base import BaseModel, db, prepared_rows, utcnow
 
-ROLE_SCOPES = {
+# The roles, lowest first: each holds every scope of the roles below it, plus its own. A
+# member never grants (invites to, promotes to) a role above their own.
+ROLES = ("read_only", "viewer", "executive", "analyst", "compliance_admin", "security_admin",
+         "tenant_admin", "owner")
+ROLE_GRANTS = {
     "read_only": ("issues:read", "patterns:read"),
-    "viewer": ("issues:read", "patterns:read"),
-    "analyst": ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write"),
+    "viewer": ("members:read",),
+    "executive": ("workspace.compliance:read",),
+    "analyst": ("issues:write", "patterns:write", "ingest:write"),
+    "compliance_admin": ("audit:read", "workspace.compliance:write"),
+    "security_admin": ("members:write", "tokens:admin", "connectors:admin", "webhooks:admin"),
+    "tenant_admin": ("members:admin", "workspace:write"),
+    "owner": (),  # what a tenant admin may do, and above them: only an owner makes owners
 }
-ALL_SCOPES = ROLE_SCOPES["analyst"] + ("members:write", "tokens:admin", "connectors:admin", "webhooks:admin")
-ROLE_SCOPES["tenant_admin"] = ALL_SCOPES
-ROLE_SCOPES["owner"] = ALL_SCOPES
-ROLES = tuple(ROLE_SCOPES)
+# Every scope, in the order a role's scope string lists them (the quickstart's "issues:read
+# issues:write patterns:read ...").
+SCOPES = ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write", "members:read",
+          "members:write", "members:admin", "audit:read", "workspace:write", "workspace.compliance:read",
+          "workspace.compliance:write", "tokens:admin", "connectors:admin", "webhooks:admin")
+ROLE_SCOPES = {}
+for _index, _role in enumerate(ROLES):
+    _granted = {scope for role in ROLES[:_index + 1] for scope in ROLE_GRANTS[role]}
+    ROLE_SCOPES[_role] = tuple(scope for scope in SCOPES if scope in _granted)
+ALL_SCOPES = ROLE_SCOPES["owner"]
+ADMIN_ROLES = ("tenant_admin", "owner")  # a workspace always keeps at least one
+
+
+def rank(role):
+    """A role's place in the chain: higher may do everything lower may."""
+    return ROLES.index(role)
+
 
 REFRESH_PREFIX = "clp_refresh_"
 
@@ -99,8 +121,14 @@ def provision_owner(org_name, workspace_name, clerk_user_id, email, clerk_org_id
             membership.role = "owner"
             membership.save()
             membership_state = "updated"
-    return {"organization": (org.id, org_state), "workspace": (workspace.id, workspace_state),
-            "user": (user.id, user_state), "membership": (membership.id, membership_state)}
+        rows = {"organization": (org.id, org_state), "workspace": (workspace.id, workspace_state),
+                "user": (user.id, user_state), "membership": (membership.id, membership_state)}
+        if any(state != "existing" for _, state in rows.values()):
+            from . import audit
+
+            audit.record(workspace.id, "workspace.provisioned", "workspace", workspace.id,
+                         {name: {"id": row_id, "state": state} for name, (row_id, state) in rows.items()})
+    return rows
 
 
 def _provision_organization(name, clerk_org_id):
@@ -146,19 +174,43 @@ class AuthSession(BaseModel):
     revoked_at = pw.DateTimeField(null=True)
 
     @classmethod
-    def live_scopes(cls, session_id):
-        """The scopes the session's member holds now, or None once revoked or no longer a member."""
-        rows = prepared_rows("AuthSession.live_scopes", lambda session_id: (
+    def live_scopes(cls, session_id, user_id, workspace_id):
+        """The scopes the session's member holds now, or None once revoked or no longer a member.
+
+        The token's user and workspace must be the session's own: a token re-signed with the
+        server's secret for another workspace (or one that never existed) names no live session."""
+        rows = prepared_rows("AuthSession.live_scopes", lambda session_id, user_id, workspace_id: (
             cls.select(Membership.role)
             .join(Membership, on=((Membership.user == cls.user) & (Membership.workspace == cls.workspace)))
-            .where((cls.id == session_id) & cls.revoked_at.is_null())
-            .limit(1)), session_id=session_id)
+            .where((cls.id == session_id) & (cls.user == user_id) & (cls.workspace == workspace_id)
+                   & cls.revoked_at.is_null())
+            .limit(1)), session_id=session_id, user_id=user_id, workspace_id=workspace_id)
         return ROLE_SCOPES.get(rows[0][0]) if rows else None
 
+    @classmethod
+    def open(cls, user_id, workspace_id, scopes):
+        """A new sign-in session (audited as `auth.signed_in`, the user as actor)."""
+        from . import audit
+
+        with db.atomic():
+            session = cls.create(id=cls.next_id(), user=user_id, workspace=workspace_id, scope=" ".join(scopes))
+            audit.record(workspace_id, "auth.signed_in", "session", session.id,
+                         actor=audit.user_actor(User.get_by_id(user_id)))
+        return session
+
     def revoke(self):
-        (AuthSession.update(revoked_at=utcnow())
-         .where((AuthSession.id == self.id) & AuthSession.revoked_at.is_null())
-         .execute())
+        return (AuthSession.update(revoked_at=utcnow())
+                .where((AuthSession.id == self.id) & AuthSession.revoked_at.is_null())
+                .execute())
+
+    def sign_out(self):
+        """Log out: revoke the session (audited as `auth.signed_out` the first time)."""
+        from . import audit
+
+        with db.atomic():
+            if self.revoke():
+                audit.record(self.workspace_id, "auth.signed_out", "session", self.id,
+                             actor=audit.user_actor(User.get_by_id(self.user_id)))
 
 
 def _digest(token):
@@ -207,6 +259,10 @@ class RefreshToken(BaseModel):
                      .where((cls.token_hash == row.token_hash) & cls.used_at.is_null())
                      .execute())
             if not spent:
-                session.revoke()
+                from . import audit
+
+                if session.revoke():
+                    audit.record(session.workspace_id, "auth.refresh_token_reused", "session", session.id,
+                                 actor=audit.user_actor(User.get_by_id(session.user_id)))
                 return None, "refresh token was already used; the session has been revoked"
             return session, cls.mint(session, ttl_s)

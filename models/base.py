@@ -200,7 +200,9 @@ class NotFound(LookupError):
 
 
 class RuleViolation(ValueError):
-    """Well-formed input that the resource's rules do not allow (HTTP 422)."""
+    """Well-formed input that the resource's rules do not allow (HTTP 422); `code` is the envelope's."""
+
+    code = "unprocessable"
 
     def __init__(self, field, message):
         super().__init__(message)

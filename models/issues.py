@@ -1,7 +1,7 @@
 """Issues: one failure each, optionally linked to the pattern of its root cause."""
 import peewee as pw
 
-from . import events
+from . import audit, events
 from .accounts import Workspace
 from .base import BaseModel, ChoiceIntField, Conflict, Fingerprinted, RuleViolation, WorkspaceScoped, for_update, utcnow
 from .patterns import NO_LINK, Link, Pattern
@@ -260,6 +260,9 @@ class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
                 if changed:
                     issue._record_update(changed, old_status)
             Pattern.links_changed(workspace_id, grouper.moves())
+            if found:
+                audit.record(workspace_id, "issue.bulk_updated", "issue", None,
+                             {"op": op, "value": value, "issue_ids": sorted(found)})
         return len(found), [issue_id for issue_id in wanted if issue_id not in found]
 
 

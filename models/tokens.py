@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
+from . import audit
 from .accounts import ROLE_SCOPES, Membership, User, Workspace
 from .base import BaseModel, Conflict, Forbidden, NotFound, RuleViolation, WorkspaceScoped, db, for_update, utcnow
 
@@ -43,18 +44,24 @@ SCOPE_DESCRIPTIONS = {
     "patterns:read": "Read patterns, their issues and the grouping rules.",
     "patterns:write": "Create and update patterns and grouping rules.",
     "ingest:write": "Send failures from other systems (POST /v1/ingest/events and /v1/ingest/batch).",
-    "members:write": "Manage the workspace's members.",
+    "members:read": "List the workspace's members.",
+    "members:write": "Invite members (up to your own role) and manage invitations (never held by a token).",
+    "members:admin": "Change members' roles and remove members, up to your own role (never held by a token).",
+    "audit:read": "Read and export the workspace's audit log.",
+    "workspace.compliance:read": "Read the workspace's data-retention settings.",
+    "workspace.compliance:write": "Change the workspace's data-retention settings.",
+    "workspace:write": "Change the workspace's own settings.",
     "tokens:admin": "Manage service accounts and their tokens (signed-in members only; never held by a token).",
     "connectors:admin": "Manage inbound webhook connectors and their signing secrets (signed-in members only; "
                         "never held by a token).",
     "webhooks:admin": "Manage outbound webhooks and see their deliveries (signed-in members only; never held "
                       "by a token).",
 }
-# A token may carry any scope but the admin ones: no token mints or manages tokens or webhook
-# secrets, so a leaked one cannot make itself a successor, a way in, nor point the workspace's
-# events at a receiver of its choosing.
-ADMIN_SCOPES = ("tokens:admin", "connectors:admin", "webhooks:admin")
-TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope not in ADMIN_SCOPES)
+# Never held by a token: no token mints or manages tokens or webhook secrets (a leaked one cannot
+# make itself a successor, a way in, nor point the workspace's events at a receiver of its
+# choosing), and none lets a person in or changes who may do what.
+NOT_FOR_TOKENS = ("tokens:admin", "connectors:admin", "webhooks:admin", "members:write", "members:admin")
+TOKEN_SCOPES = tuple(scope for scope in SCOPE_DESCRIPTIONS if scope not in NOT_FOR_TOKENS)
 
 
 def _base62(number, width):
@@ -141,8 +148,11 @@ class ServiceAccount(WorkspaceScoped, BaseModel):
             if cls.in_workspace(workspace_id).count() >= MAX_SERVICE_ACCOUNTS:
                 raise RuleViolation("name", f"A workspace has at most {MAX_SERVICE_ACCOUNTS} service accounts")
             _unique_name(cls.in_workspace(workspace_id), cls.name, data["name"], "service account")
-            return _insert(cls, "service account", id=cls.next_id(), workspace=workspace_id,
-                           created_by=created_by, **data)
+            account = _insert(cls, "service account", id=cls.next_id(), workspace=workspace_id,
+                              created_by=created_by, **data)
+            audit.record(workspace_id, "service_account.created", "service_account", account.id,
+                         {"name": account.name})
+            return account
 
     @classmethod
     def update_in(cls, account_id, workspace_id, changes):
@@ -150,11 +160,14 @@ class ServiceAccount(WorkspaceScoped, BaseModel):
             account = cls.get_in_workspace(account_id, workspace_id, lock=True)
             if changes.get("name", account.name) != account.name:
                 _unique_name(cls.in_workspace(workspace_id), cls.name, changes["name"], "service account")
+            before = {name: getattr(account, name) for name in changes}
             for name, value in changes.items():
                 setattr(account, name, value)
             account.updated_at = utcnow()
             with _conflict_on_duplicate(account.name, "service account"):
                 account.save()
+            audit.record(workspace_id, "service_account.updated", "service_account", account.id,
+                         {name: {"before": before[name], "after": value} for name, value in changes.items()})
         return account
 
     @classmethod
@@ -162,8 +175,10 @@ class ServiceAccount(WorkspaceScoped, BaseModel):
         """Delete the account and, with it, every token it holds."""
         with db.atomic():
             account = cls.get_in_workspace(account_id, workspace_id, lock=True)
-            ApiToken.delete().where(ApiToken.service_account == account.id).execute()
+            revoked = ApiToken.delete().where(ApiToken.service_account == account.id).execute()
             account.delete_instance()
+            audit.record(workspace_id, "service_account.deleted", "service_account", account.id,
+                         {"name": account.name, "tokens_revoked": revoked})
 
 
 class ApiToken(BaseModel):
@@ -239,7 +254,13 @@ class ApiToken(BaseModel):
                         scope=" ".join(dict.fromkeys(data["scopes"])), allowed_cidrs=data.get("allowed_cidrs", []),
                         token_hash=digest(secret), last_four=secret[-4:], expires_at=expiry(data), **owner)
         token.secret = secret
+        audit.record(token.workspace_id, "api_token.created", "api_token", token.id, token.audited())
         return token
+
+    def audited(self):
+        """What the audit log keeps of a token: never its secret or hash."""
+        return {"name": self.name, "scopes": list(self.scopes), "service_account_id": self.service_account_id,
+                "expires_at": self.expires_at.isoformat() + "Z"}
 
     @classmethod
     def rotate_personal(cls, token_id, user_id, workspace_id):
@@ -252,21 +273,26 @@ class ApiToken(BaseModel):
             secret = new_secret(PERSONAL_PREFIX)
             token.token_hash, token.last_four, token.rotated_at = digest(secret), secret[-4:], utcnow()
             token.save()
+            audit.record(workspace_id, "api_token.rotated", "api_token", token.id, token.audited())
         token.secret = secret
         return token
 
     @classmethod
     def revoke_personal(cls, token_id, user_id, workspace_id):
         with db.atomic():
-            cls.get_personal(token_id, user_id, workspace_id, lock=True).delete_instance()
+            token = cls.get_personal(token_id, user_id, workspace_id, lock=True)
+            token.delete_instance()
+            audit.record(workspace_id, "api_token.revoked", "api_token", token.id, token.audited())
 
     @classmethod
     def revoke_for_service_account(cls, token_id, account_id, workspace_id):
         with db.atomic():
             account = ServiceAccount.get_in_workspace(account_id, workspace_id)
-            deleted = cls.delete().where((cls.id == token_id) & (cls.service_account == account.id)).execute()
-        if not deleted:
-            raise NotFound(cls.KIND, token_id)
+            token = cls.get_or_none((cls.id == token_id) & (cls.service_account == account.id))
+            if token is None:
+                raise NotFound(cls.KIND, token_id)
+            token.delete_instance()
+            audit.record(workspace_id, "api_token.revoked", "api_token", token.id, token.audited())
 
     # -- authentication ------------------------------------------------------------------------
 

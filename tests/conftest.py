@@ -71,6 +71,11 @@ def client(app):
     return app.test_client()
 
 
+def membership_id(user_id):
+    """A membership id the router takes (`mem_` and up to 36 letters or digits)."""
+    return "mem_" + "".join(char for char in user_id if char.isalnum())[-36:]
+
+
 @pytest.fixture
 def token_for(app):
     """A real access token (signed, with a live session) for a member of `workspace`."""
@@ -80,7 +85,7 @@ def token_for(app):
             user_id = user_id or f"usr_test_{role}_{workspace}"
             User.get_or_create(id=user_id, defaults={"email": f"{role}@example.test"})
             Membership.get_or_create(user=user_id, workspace=workspace,
-                                     defaults={"id": f"mem_{user_id}", "role": role})
+                                     defaults={"id": membership_id(user_id), "role": role})
             return start_session(user_id, workspace, ROLE_SCOPES[role])["access_token"]
 
     return mint
@@ -132,7 +137,7 @@ def api_tokens(app):
             user_id = f"usr_test_owner_{workspace}"
             User.get_or_create(id=user_id, defaults={"email": "owner@example.test"})
             Membership.get_or_create(user=user_id, workspace=workspace,
-                                     defaults={"id": f"mem_{user_id}", "role": "owner"})
+                                     defaults={"id": membership_id(user_id), "role": "owner"})
             body = {"name": "Probe token", "scopes": ["issues:read", "ingest:write"], "expires_in_days": 30}
             personal = ApiToken.create_personal(user_id, workspace, body, ROLE_SCOPES["owner"])
             account = ServiceAccount.create_in(workspace, {"name": "Probe account"}, created_by=user_id)
@@ -186,3 +191,21 @@ def webhooks(app):
             delivery = WebhookEndpoint.send_test(webhook_id, workspace)
             WebhookDelivery.update(id=delivery_id).where(WebhookDelivery.id == delivery.id).execute()
     return MY_WEBHOOK, THEIR_WEBHOOK
+MY_MEMBER, THEIR_MEMBER = "mem_01abc456", "mem_02def789"  # the seed's owners
+MY_INVITATION, THEIR_INVITATION = "inv_01abc123", "inv_02def100"
+
+
+@pytest.fixture
+def invitations(app):
+    """A pending invitation (as viewer) in each seed workspace, with short fixed ids; returns their
+    link tokens by id."""
+    from models import Invitation, InvitationLink, utcnow
+    from models.members import INVITATION_TTL
+
+    tokens = {}
+    with app.app_context(), db.connection_context():
+        for invitation_id, workspace in ((MY_INVITATION, SEED_WORKSPACE), (THEIR_INVITATION, OTHER_WORKSPACE)):
+            invitation = Invitation.create(id=invitation_id, workspace=workspace, email=f"invitee@{workspace}.test",
+                                           role="viewer", expires_at=utcnow() + INVITATION_TTL)
+            tokens[invitation_id] = InvitationLink.mint(invitation)
+    return tokens

@@ -172,3 +172,23 @@ def test_every_401_carries_a_bearer_challenge(client):
     response = client.post("/v1/auth/refresh", json={"refresh_token": "clp_refresh_madeup"})
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_exchange_signs_in_to_another_of_the_callers_workspaces(client):
+    body = client.post("/v1/auth/exchange", json={"subject_token": "x", "workspace_id": OTHER_WORKSPACE}).get_json()
+    assert body["workspace_id"] == OTHER_WORKSPACE
+    me = client.get("/v1/me", headers=bearer(body["access_token"])).get_json()
+    assert (me["workspace"]["id"], me["role"]) == (OTHER_WORKSPACE, "viewer")
+    assert client.post("/v1/issues", headers=bearer(body["access_token"]), json={"title": "x"}).status_code == 403
+
+
+@pytest.mark.parametrize("workspace_id", ["ws_01nowhere", "ws_test_not_mine"])
+def test_exchange_refuses_a_workspace_the_caller_is_not_a_member_of(app, client, workspace_id):
+    response = client.post("/v1/auth/exchange", json={"subject_token": "x", "workspace_id": workspace_id})
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "invalid_grant"
+
+
+def test_me_lists_every_workspace_of_the_caller_with_its_role(client):
+    me = client.get("/v1/me", headers=bearer(exchange(client)["access_token"])).get_json()
+    assert [(w["id"], w["role"]) for w in me["workspaces"]] == [("ws_01abc123", "owner"), (OTHER_WORKSPACE, "viewer")]

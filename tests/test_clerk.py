@@ -193,6 +193,22 @@ def test_without_an_organization_the_only_membership_is_used(client, signing_key
     assert response.get_json()["workspace_id"] == WS_A
 
 
+@pytest.mark.parametrize("workspace, role", [(WS_A, "analyst"), (WS_B, "viewer")])
+def test_a_requested_workspace_among_the_users_memberships_is_signed_in(client, signing_key, workspace, role):
+    token = clerk_token(signing_key, MULTI, o=None, org_id=None)
+    body = client.post("/v1/auth/exchange", json={"subject_token": token, "workspace_id": workspace}).get_json()
+    assert body["workspace_id"] == workspace
+    me = client.get("/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"}).get_json()
+    assert me["role"] == role
+    assert {(w["id"], w["role"]) for w in me["workspaces"]} == {(WS_A, "analyst"), (WS_B, "viewer")}
+
+
+def test_a_requested_workspace_the_user_is_not_in_is_refused(client, signing_key):
+    token = clerk_token(signing_key, SOLO)
+    response = client.post("/v1/auth/exchange", json={"subject_token": token, "workspace_id": WS_B})
+    assert_refused(response, token, "membership")
+
+
 def test_pem_key_verifies_without_any_jwks(clerk_client, signing_key):
     pem = signing_key.as_pem(private=False).decode()
     client = clerk_client(CLERK_JWKS_URL="", CLERK_JWT_KEY=pem)

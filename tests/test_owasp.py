@@ -15,6 +15,7 @@ answers only the status and a bounded Retry-After are read.
 """
 import contextlib
 import datetime
+import json
 import re
 import time
 import urllib.parse
@@ -22,10 +23,10 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import (MY_ACCOUNT, MY_CONNECTOR, MY_DELIVERY, MY_RULE, MY_TOKEN, MY_WEBHOOK, OTHER_WORKSPACE,
-                      TEST_SECRET, THEIR_ACCOUNT, THEIR_CONNECTOR, THEIR_DELIVERY, THEIR_RULE, THEIR_TOKEN,
-                      THEIR_WEBHOOK)
-from models import MODELS, AuthSession, Issue, Membership, Pattern, RefreshToken, db
+from conftest import (MY_ACCOUNT, MY_CONNECTOR, MY_DELIVERY, MY_INVITATION, MY_MEMBER, MY_RULE, MY_TOKEN,
+                      MY_WEBHOOK, OTHER_WORKSPACE, SEED_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT, THEIR_CONNECTOR,
+                      THEIR_DELIVERY, THEIR_INVITATION, THEIR_MEMBER, THEIR_RULE, THEIR_TOKEN, THEIR_WEBHOOK)
+from models import MODELS, AuditEntry, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
 MY_ISSUE, MY_PATTERN = "iss_01abc123", "pat_01xyz789"
@@ -63,11 +64,13 @@ def spec_operations(client):
 
 
 def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE, token_id=MY_TOKEN,
-             account_id=MY_ACCOUNT, connector_id=MY_CONNECTOR, webhook_id=MY_WEBHOOK, delivery_id=MY_DELIVERY):
+             account_id=MY_ACCOUNT, connector_id=MY_CONNECTOR, webhook_id=MY_WEBHOOK, delivery_id=MY_DELIVERY,
+             member_id=MY_MEMBER, invitation_id=MY_INVITATION):
     return (path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
             .replace("{token_id}", token_id).replace("{account_id}", account_id)
             .replace("{connector_id}", connector_id).replace("{webhook_id}", webhook_id)
-            .replace("{delivery_id}", delivery_id))
+            .replace("{delivery_id}", delivery_id).replace("{member_id}", member_id)
+            .replace("{invitation_id}", invitation_id))
 
 
 def send(client, method, path, headers, body=None):
@@ -114,6 +117,13 @@ VALID_BODIES = {
     ("post", "/v1/webhooks/{webhook_id}/test"): None,
     ("get", "/v1/webhooks/{webhook_id}/deliveries"): None,
     ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): None,
+    ("patch", "/v1/members/{member_id}"): {"role": "viewer"},
+    ("delete", "/v1/members/{member_id}"): None,
+    ("get", "/v1/invitations"): None,
+    ("post", "/v1/invitations"): {"email": "probe@example.test", "role": "viewer"},
+    ("delete", "/v1/invitations/{invitation_id}"): None,
+    ("post", "/v1/invitations/{invitation_id}/resend"): None,
+    ("patch", "/v1/settings/data-retention"): {"issues_days": 30},
 }
 # Privileged routes: a scope beyond reading (tokens:admin reads service accounts too, and
 # connectors:admin connectors).
@@ -155,12 +165,16 @@ ID_ROUTES = [
     ("post", "/v1/webhooks/{webhook_id}/test"),
     ("get", "/v1/webhooks/{webhook_id}/deliveries"),
     ("post", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"),
+    ("patch", "/v1/members/{member_id}"),
+    ("delete", "/v1/members/{member_id}"),
+    ("delete", "/v1/invitations/{invitation_id}"),
+    ("post", "/v1/invitations/{invitation_id}/resend"),
 ]
 # Routes with no bearer auth that take an id: a webhook delivery proves itself by its signature.
 SIGNED_ID_ROUTES = [("post", "/v1/webhooks/inbound/{connector_id}")]
-ID_PATTERN = r"\b(iss|pat|gru|tok|sva|con|whk|whd)_\w+"
+ID_PATTERN = r"\b(iss|pat|gru|tok|sva|con|whk|whd|mem|inv)_\w+"
 MISSING_IDS = ("iss_01zzz999", "pat_01zzz999", "gru_01zzz999", "tok_01zzz999", "sva_01zzz999", "con_01zzz999",
-               "whk_01zzz999", "whd_01zzz999")
+               "whk_01zzz999", "whd_01zzz999", "mem_01zzz999", "inv_01zzz999")
 
 
 def test_every_id_taking_route_is_probed(client):
@@ -174,17 +188,17 @@ def test_every_id_taking_route_is_probed(client):
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
 def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens,
-                                                         connectors, webhooks, method, path):
+                                                         connectors, webhooks, invitations, method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
         theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN,
-                                               THEIR_ACCOUNT, THEIR_CONNECTOR, THEIR_WEBHOOK, THEIR_DELIVERY),
-                      headers, body)
+                                               THEIR_ACCOUNT, THEIR_CONNECTOR, THEIR_WEBHOOK, THEIR_DELIVERY,
+                                               THEIR_MEMBER, THEIR_INVITATION), headers, body)
         missing = send(client, method, concrete(path, *MISSING_IDS), headers, body)
     error = assert_envelope(theirs, 404, "not_found")
     assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT,
-                                      THEIR_CONNECTOR, THEIR_WEBHOOK)
+                                      THEIR_CONNECTOR, THEIR_WEBHOOK, THEIR_MEMBER, THEIR_INVITATION)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
     assert re.sub(ID_PATTERN, "<id>", error["message"]) == \
@@ -244,11 +258,15 @@ def test_bulk_ids_of_another_workspace_are_not_found(app, client, auth, op, valu
 
 def test_bulk_with_mixed_ids_touches_only_the_callers_issues(app, client, auth):
     headers = auth()
-    with database_unchanged(app, [model for model in MODELS if model.__name__ not in WRITTEN_BY_AN_UPDATE + ("Pattern",)]):
+    written = WRITTEN_BY_AN_UPDATE + ("Pattern", "AuditEntry")
+    with database_unchanged(app, [model for model in MODELS if model.__name__ not in written]):
         before = rows(app, [Issue, Pattern])
         response = client.post("/v1/issues/bulk", headers=headers,
                                json={"ids": [MY_ISSUE, THEIR_ISSUE], "op": "set_severity", "value": "low"})
     assert response.get_json() == {"updated": 1, "not_found": [THEIR_ISSUE]}
+    with app.app_context(), db.connection_context():  # on the record: the caller's issue only
+        assert [entry.changes["issue_ids"] for entry in AuditEntry.select()
+                if entry.action == "issue.bulk_updated"] == [[MY_ISSUE]]
     after = rows(app, [Issue, Pattern])
     for model, mine in (("Issue", MY_ISSUE), ("Pattern", MY_PATTERN)):
         assert [row for row in after[model] if row[0] != mine] == [row for row in before[model] if row[0] != mine]
@@ -321,9 +339,11 @@ def test_a_token_minted_with_another_secret_is_unauthorized(app, client, token_f
 def test_a_reused_refresh_token_mints_nothing_and_ends_the_session(app, client):
     first = client.post("/v1/auth/exchange", json={"subject_token": "anything"}).get_json()
     second = client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}).get_json()
-    with database_unchanged(app, [model for model in MODELS if model is not AuthSession]):
+    with database_unchanged(app, [model for model in MODELS if model not in (AuthSession, AuditEntry)]):
         replay = client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert_envelope(replay, 401, "invalid_grant")
+    with app.app_context(), db.connection_context():  # the replay is on the record, once
+        assert AuditEntry.select().where(AuditEntry.action == "auth.refresh_token_reused").count() == 1
     assert "access_token" not in replay.get_data(as_text=True)
     for token in (first["access_token"], second["access_token"]):
         assert client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
@@ -423,9 +443,11 @@ def test_patterns_expose_exactly_their_documented_fields(client, auth):
 
 def test_me_exposes_no_internal_account_fields(client, auth):
     body = client.get("/v1/me", headers=auth()).get_json()
-    assert set(body) == {"user", "workspace", "role", "scopes"}
+    assert set(body) == {"user", "workspace", "role", "scopes", "workspaces"}
     assert set(body["user"]) == {"id", "email", "name", "created_at"}
     assert set(body["workspace"]) == {"id", "name", "organization_id", "created_at"}
+    assert all(set(workspace) == {"id", "name", "organization_id", "created_at", "role"}
+               for workspace in body["workspaces"])
 
 
 def test_token_responses_carry_no_session_internals(client):
@@ -560,6 +582,8 @@ LIST_PARAMETERS = {
     f"/v1/issues/{MY_ISSUE}/similar": ["limit"],
     "/v1/grouping-rules": ["cursor", "limit"],
     f"/v1/webhooks/{MY_WEBHOOK}/deliveries": ["cursor", "limit"],
+    "/v1/audit-log": ["action", "actor_id", "target_id", "since", "until", "cursor", "limit"],
+    "/v1/audit-log/export": ["action", "actor_id", "target_id", "since", "until"],
 }
 
 
@@ -581,7 +605,10 @@ def test_hostile_strings_in_a_list_parameter_are_only_data(app, client, auth, we
             if response.status_code == 400:
                 assert_envelope(response, 400, "validation_error")
             else:
-                ids = [item["id"] for item in response.get_json()["data"]]
+                body = response.get_data(as_text=True)
+                rows = ([json.loads(line) for line in body.splitlines()] if response.mimetype == "application/jsonl"
+                        else response.get_json()["data"])
+                ids = [item["id"] for item in rows]
                 assert not set(ids) & set(THEIR_ISSUES + [THEIR_PATTERN]), value
 
 
@@ -591,8 +618,7 @@ def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, p
     with database_unchanged(app):
         for value in HOSTILE:
             quoted = urllib.parse.quote(value, safe="")
-            target = concrete(path, quoted, quoted, quoted, quoted, quoted, quoted)
-            target = concrete(path, quoted, quoted, quoted, quoted, quoted, quoted, quoted)
+            target = concrete(path, *[quoted] * 10)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 
@@ -677,3 +703,106 @@ def test_docs_page_is_not_frameable(client):
     assert response.status_code == 200
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# A principal whose workspace, membership or user is gone is a 401 on every kind of route (a
+# read, a create, ingestion; the stream in tests/test_stream.py), never a 500.
+
+GONE_PROBES = [("get", "/v1/issues", None), ("get", "/v1/me", None), ("post", "/v1/issues", {"title": "x"}),
+               ("post", "/v1/patterns", {"name": "x"}), ("post", "/v1/ingest/events", {"title": "x"}),
+               ("post", "/v1/ingest/batch", {"records": [{"title": "x"}]})]
+
+
+def resigned(token, **changes):
+    """The token's claims, changed, signed with the server's own secret (as a leaked secret would allow)."""
+    from test_auth import claims_of, signed
+    return signed(dict(claims_of(token), **changes))
+
+
+def assert_gone(app, client, token, probes=GONE_PROBES):
+    with database_unchanged(app):
+        for method, path, body in probes:
+            response = send(client, method, path, {"Authorization": f"Bearer {token}"}, body)
+            assert response.status_code == 401, (method, path, response.status_code)
+            assert_envelope(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize("workspace", ["ws_01nowhere", OTHER_WORKSPACE])
+def test_a_token_resigned_for_another_or_no_workspace_is_unauthorized(app, client, token_for, workspace):
+    assert_gone(app, client, resigned(token_for("owner"), workspace_id=workspace))
+
+
+@pytest.mark.parametrize("claim", ["sub", "sid", "workspace_id", "scope"])
+def test_a_token_resigned_with_a_non_text_claim_is_unauthorized(app, client, token_for, claim):
+    assert_gone(app, client, resigned(token_for("owner"), **{claim: ["ws_01abc123"]}), GONE_PROBES[:1])
+
+
+def test_a_token_resigned_for_another_user_is_unauthorized(app, client, token_for):
+    assert_gone(app, client, resigned(token_for("owner"), sub="usr_01abc456"))
+
+
+def test_every_route_refuses_a_token_whose_membership_was_deleted(app, client, token_for):
+    token = token_for("owner", user_id="usr_removed")
+    with app.app_context(), db.connection_context():
+        Membership.delete().where(Membership.user == "usr_removed").execute()
+    assert_gone(app, client, token)
+
+
+def test_every_route_refuses_a_token_whose_user_was_deleted(app, client, token_for):
+    from models import User
+    token = token_for("owner", user_id="usr_deleted")
+    with app.app_context(), db.connection_context():
+        User.delete().where(User.id == "usr_deleted").execute()
+    assert_gone(app, client, token)
+
+
+def test_every_route_refuses_every_kind_of_token_once_the_workspace_is_deleted(app, client, token_for,
+                                                                                api_tokens):
+    from models import Workspace
+    tokens = [token_for("owner", OTHER_WORKSPACE), api_tokens[THEIR_TOKEN], api_tokens["tok_02def101"]]
+    with app.app_context(), db.connection_context():
+        Workspace.delete().where(Workspace.id == OTHER_WORKSPACE).execute()
+    for token in tokens:
+        assert_gone(app, client, token)
+
+
+def test_a_personal_api_token_whose_membership_was_deleted_is_unauthorized(app, client, api_tokens):
+    with app.app_context(), db.connection_context():
+        Membership.delete().where(Membership.user == "usr_test_owner_ws_01abc123").execute()
+    assert_gone(app, client, api_tokens[MY_TOKEN])
+
+
+# Role escalation (API5): nobody grants, changes or removes a role above their own; tampered or
+# spent invitation links sign no one in (tests/test_members.py replays an accepted one).
+
+@pytest.mark.parametrize("role,method,path,body", [
+    ("security_admin", "post", "/v1/invitations", {"email": "climber@example.test", "role": "tenant_admin"}),
+    ("tenant_admin", "post", "/v1/invitations", {"email": "climber@example.test", "role": "owner"}),
+    ("tenant_admin", "patch", f"/v1/members/{MY_MEMBER}", {"role": "viewer"}),  # an owner
+    ("tenant_admin", "delete", f"/v1/members/{MY_MEMBER}", None),
+    ("analyst", "patch", f"/v1/members/{MY_MEMBER}", {"role": "viewer"}),
+    ("security_admin", "patch", f"/v1/members/{MY_MEMBER}", {"role": "owner"}),
+])
+def test_role_escalation_is_refused(app, client, auth, role, method, path, body):
+    headers = auth(role)
+    with database_unchanged(app):
+        response = send(client, method, path, headers, body)
+    assert_envelope(response, 403, "forbidden")
+
+
+def test_a_tenant_admin_cannot_promote_themselves_to_owner(app, client, auth):
+    headers = auth("tenant_admin")
+    with app.app_context(), db.connection_context():
+        mine = Membership.get(Membership.user == f"usr_test_tenant_admin_{SEED_WORKSPACE}").id
+    with database_unchanged(app):
+        response = send(client, "patch", f"/v1/members/{mine}", headers, {"role": "owner"})
+    assert_envelope(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize("tamper", [lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), lambda t: t + "x",
+                                    lambda t: t.replace("clp_inv_", "clp_pat_")])
+def test_a_tampered_invitation_link_is_refused(app, client, invitations, tamper):
+    with database_unchanged(app):
+        response = client.post("/v1/invitations/accept",
+                               json={"token": tamper(invitations[MY_INVITATION]), "subject_token": "x"})
+    assert_envelope(response, 401, "invalid_grant")

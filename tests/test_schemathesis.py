@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import strategies as st
 
-from models import MODELS, db
+from models import MODELS, Membership, User, db
 from schemathesis import checks
 
 checks.load_all_checks()
@@ -28,11 +28,16 @@ SEED_IDS = {
     "connector_id": ["con_01abc123", "con_02def100"],  # the connectors fixture's
     "webhook_id": ["whk_01abc123", "whk_02def100"],  # the webhooks fixture's
     "delivery_id": ["whd_01abc123", "whd_02def100"],
+    "member_id": ["mem_01disposable", "mem_02def789"],  # the api_schema fixture's viewer; the other seed owner
+    "invitation_id": ["inv_01abc123", "inv_02def100"],  # the invitations fixture's
 }
 
 
 @pytest.fixture
-def api_schema(app, auth, grouping_rules, api_tokens, connectors, webhooks):
+def api_schema(app, auth, grouping_rules, api_tokens, connectors, webhooks, invitations):
+    with app.app_context(), db.connection_context():  # a member schemathesis may demote or remove
+        User.get_or_create(id="usr_disposable", defaults={"email": "disposable@example.test"})
+        Membership.create(id="mem_01disposable", user="usr_disposable", workspace="ws_01abc123", role="viewer")
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 

@@ -1,4 +1,6 @@
 """The live stream (spec §6) against a real gunicorn server and real WebSockets."""
+import base64
+import contextlib
 import json
 import os
 import re
@@ -13,6 +15,8 @@ from simple_websocket import Client, ConnectionClosed
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
 
+import fixtures
+from models import schema
 from conftest import ON_POSTGRES, OTHER_WORKSPACE, SEED_WORKSPACE, TEST_DATABASE_URL
 from test_server import free_port, run_procfile_web, stop
 
@@ -27,6 +31,10 @@ class Live:
 
     def __init__(self, tmp, **env):
         self.database_url = TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp / 'stream.db'}"
+        if ON_POSTGRES:  # the shared database holds whatever the tests before left: start from the seed
+            with self.database():
+                schema.migrate()
+                fixtures.load_seed(reset=True)
         self.env = {**os.environ, "PORT": str(free_port()), "USE_MOCK": "1", "JWT_SECRET": SECRET,
                     "DATABASE_URL": self.database_url, "STREAM_HEARTBEAT_S": "0.5",
                     "CORS_ORIGINS": "http://localhost:3000", "RATE_LIMIT": "100000/minute", **env}
@@ -38,16 +46,24 @@ class Live:
 
     def token_for(self, workspace):
         """A real token for the seed owner of another workspace, minted with the server's secret."""
-        from app import create_app
         from app.auth import start_session
-        from models import ROLE_SCOPES, Membership, db
+        from models import ROLE_SCOPES, Membership
+
+        with self.database():
+            owner = Membership.get((Membership.workspace == workspace) & (Membership.role == "owner"))
+            return start_session(owner.user_id, workspace, ROLE_SCOPES["owner"])["access_token"]
+
+    @contextlib.contextmanager
+    def database(self):
+        """The server's database, from this (test) process."""
+        from app import create_app
+        from models import db
 
         app = create_app({"DATABASE_URL": self.database_url, "JWT_SECRET": SECRET, "USE_MOCK": False,
                           "TESTING": True})
         try:
             with app.app_context(), db.connection_context():
-                owner = Membership.get(Membership.workspace == workspace)
-                return start_session(owner.user_id, workspace, ROLE_SCOPES["owner"])["access_token"]
+                yield
         finally:
             if hasattr(db.obj, "close_all"):  # PostgreSQL: a pool, whose connection would leak
                 db.obj.close_all()
@@ -249,6 +265,30 @@ def test_bad_token_closes_with_4401(live, kind):
 @pytest.mark.parametrize("workspace", [OTHER_WORKSPACE, "", "ws_nope"])
 def test_other_workspace_closes_with_4003(live, workspace):
     assert close_code(live.connect(workspace=workspace)) == 4003
+
+
+def test_a_token_resigned_for_a_workspace_that_does_not_exist_closes_with_4401(live):
+    claims = json.loads(base64.urlsafe_b64decode(live.token.split(".")[1] + "=="))
+    token = jwt.encode({"alg": "HS256"}, dict(claims, workspace_id="ws_01nowhere"), OctKey.import_key(SECRET),
+                       algorithms=["HS256"])
+    assert close_code(live.connect(token=token, workspace="ws_01nowhere")) == 4401
+
+
+def test_a_token_whose_membership_was_deleted_closes_with_4401(live):
+    from app.auth import start_session
+    from models import ROLE_SCOPES, Membership, User
+
+    with live.database():
+        User.get_or_create(id="usr_stream_leaver")
+        Membership.get_or_create(user="usr_stream_leaver", workspace=SEED_WORKSPACE,
+                                 defaults={"id": "mem_stream_leaver", "role": "viewer"})
+        token = start_session("usr_stream_leaver", SEED_WORKSPACE, ROLE_SCOPES["viewer"])["access_token"]
+    ws = live.connect(token=token)
+    connected(ws)
+    ws.close()
+    with live.database():
+        Membership.delete().where(Membership.id == "mem_stream_leaver").execute()
+    assert close_code(live.connect(token=token)) == 4401
 
 
 def test_foreign_origin_closes_with_4003(live):

@@ -11,7 +11,7 @@ it should not have made: its score with the pattern it was taken from). A move b
 patterns is a ranking error, not a threshold one: the pull of the pinned member answers it.
 The workspace's threshold is recalibrated from the evidence (similarity.calibrated_threshold).
 """
-from .. import events
+from .. import audit, events
 from ..base import RuleViolation, db, for_update, utcnow
 from ..issues import Issue
 from ..patterns import PIN_WEIGHT, Pattern
@@ -102,6 +102,8 @@ def merge(workspace_id, target_id, source_ids, by_person=True):
         if rules:
             GroupingRuleVersion.bump(workspace_id)
         Pattern.links_changed(workspace_id, grouper.moves(), rescore=True)
+        audit.record(workspace_id, "pattern.merged", "pattern", target_id,
+                     {"source_pattern_ids": wanted, "by_person": by_person})
     return Pattern.get_in_workspace(target_id, workspace_id)
 
 
@@ -139,6 +141,8 @@ def split(workspace_id, pattern_id, issue_ids, name=None):
             events.record(workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
         CannotLink.record(workspace_id, pattern_id, new.id)
         Pattern.links_changed(workspace_id, grouper.moves(), new=grouper.created, rescore=True)
+        audit.record(workspace_id, "pattern.split", "pattern", pattern_id,
+                     {"new_pattern_id": new.id, "issue_ids": sorted(members)})
     return Pattern.get_in_workspace(new.id, workspace_id)
 
 

@@ -21,6 +21,7 @@ import peewee as pw
 import re2
 from ulid import ULID
 
+from .. import audit
 from ..accounts import Workspace
 from ..base import BaseModel, RuleViolation, WorkspaceScoped, db, prepared_rows, utcnow
 from ..patterns import Pattern
@@ -88,8 +89,11 @@ class GroupingRule(WorkspaceScoped, BaseModel):
             if fields.get("position") is None:
                 last = cls.in_workspace(workspace_id).select(pw.fn.MAX(cls.position)).scalar()
                 fields["position"] = 0 if last is None else min(last + 1, MAX_POSITION)
-            return cls.create(id=cls.next_id(), workspace=workspace_id, created_at=now, updated_at=now,
+            rule = cls.create(id=cls.next_id(), workspace=workspace_id, created_at=now, updated_at=now,
                               **_columns(fields))
+            audit.record(workspace_id, "grouping_rule.created", "grouping_rule", rule.id,
+                         {"name": rule.name, "position": rule.position})
+            return rule
 
     @classmethod
     def update_in(cls, rule_id, workspace_id, changes):
@@ -106,10 +110,13 @@ class GroupingRule(WorkspaceScoped, BaseModel):
             if "action" in changed:
                 _check_pattern(workspace_id, changes["action"])
             GroupingRuleVersion.bump(workspace_id)
+            before = {name: getattr(rule, "pattern_id" if name == "pattern" else name) for name in changed}
             for name, value in changed.items():
                 setattr(rule, name, value)
             rule.updated_at = utcnow()
             rule.save()
+            audit.record(workspace_id, "grouping_rule.updated", "grouping_rule", rule.id,
+                         {name: {"before": before[name], "after": value} for name, value in changed.items()})
         return rule
 
     @classmethod
@@ -118,6 +125,7 @@ class GroupingRule(WorkspaceScoped, BaseModel):
             rule = cls.get_in_workspace(rule_id, workspace_id, lock=True)
             GroupingRuleVersion.bump(workspace_id)
             rule.delete_instance()
+            audit.record(workspace_id, "grouping_rule.deleted", "grouping_rule", rule.id, {"name": rule.name})
 
 
 class GroupingRuleVersion(BaseModel):

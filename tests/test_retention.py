@@ -1,0 +1,94 @@
+"""Data retention: the settings (audit kept at least 365 days), and `flask prune` deleting in
+batches while pattern counters stay exact."""
+import datetime
+
+import pytest
+
+from conftest import SEED_WORKSPACE
+from models import AuditEntry, AuthSession, Issue, Pattern, RetentionSettings, db, utcnow
+from test_errors import assert_envelope
+
+PATH = "/v1/settings/data-retention"
+
+
+def test_retention_starts_unset_and_changes_by_patch(client, auth):
+    assert client.get(PATH, headers=auth("executive")).get_json() == {
+        "issues_days": None, "activity_days": None, "audit_days": None}
+    changed = client.patch(PATH, headers=auth("compliance_admin"), json={"issues_days": 90, "audit_days": 400})
+    assert changed.get_json() == {"issues_days": 90, "activity_days": None, "audit_days": 400}
+    assert client.get(PATH, headers=auth("viewer")).status_code == 403
+
+
+def test_an_audit_retention_under_365_days_is_refused(app, client, auth):
+    response = client.patch(PATH, headers=auth(), json={"audit_days": 364})
+    assert_envelope(response, 422, "retention_below_minimum")
+    with app.app_context(), db.connection_context():
+        assert not RetentionSettings.select().exists()
+        assert not AuditEntry.select().where(AuditEntry.action == "retention.changed").exists()
+
+
+def test_analysts_cannot_change_retention(client, auth):
+    assert_envelope(client.patch(PATH, headers=auth("analyst"), json={"issues_days": 1}), 403, "forbidden")
+
+
+def test_a_retention_change_is_audited_with_before_and_after(app, client, auth):
+    client.patch(PATH, headers=auth(), json={"activity_days": 30})
+    client.patch(PATH, headers=auth(), json={"activity_days": 30})  # no change: no entry
+    with app.app_context(), db.connection_context():
+        entries = list(AuditEntry.select().where(AuditEntry.action == "retention.changed"))
+    assert [entry.changes for entry in entries] == [{"activity_days": {"before": None, "after": 30}}]
+
+
+def pattern_counts(app):
+    with app.app_context(), db.connection_context():
+        return {p.id: (p.issue_count, p.linked_by_severity) for p in Pattern.in_workspace(SEED_WORKSPACE)}
+
+
+def recount(app):
+    with app.app_context(), db.connection_context():
+        ids = [p.id for p in Pattern.in_workspace(SEED_WORKSPACE)]
+        Pattern.recount(ids)
+    return pattern_counts(app)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 500])
+def test_prune_deletes_old_issues_in_batches_and_counters_stay_exact(app, client, auth, batch):
+    from models import retention
+
+    client.patch(PATH, headers=auth(), json={"issues_days": 30})
+    with app.app_context(), db.connection_context():
+        old = datetime.datetime(2020, 1, 1)
+        ids = [i.id for i in Issue.in_workspace(SEED_WORKSPACE).order_by(Issue.id).limit(20)]
+        Issue.update(updated_at=utcnow()).where(Issue.workspace == SEED_WORKSPACE).execute()
+        Issue.update(updated_at=old).where(Issue.id.in_(ids)).execute()
+        before = Issue.in_workspace(SEED_WORKSPACE).count()
+        done = retention.prune(batch=batch)
+        assert done[SEED_WORKSPACE]["issues"] == 20
+        assert Issue.in_workspace(SEED_WORKSPACE).count() == before - 20
+        assert not Issue.select().where(Issue.id.in_(ids)).exists()
+    exact = pattern_counts(app)
+    assert recount(app) == exact
+
+
+def test_prune_keeps_audit_entries_for_at_least_365_days_and_ends_old_sessions(app, client, auth):
+    from models import retention
+
+    client.patch(PATH, headers=auth(), json={"audit_days": 365, "activity_days": 10})
+    long_ago, recently = datetime.datetime(2020, 1, 1), utcnow() - datetime.timedelta(days=300)
+    with app.app_context(), db.connection_context():
+        entries = [e.id for e in AuditEntry.select().where(AuditEntry.workspace == SEED_WORKSPACE)]
+        AuditEntry.update(occurred_at=long_ago).where(AuditEntry.id == entries[0]).execute()
+        AuditEntry.update(occurred_at=recently).where(AuditEntry.id == entries[1]).execute()
+        AuthSession.update(created_at=long_ago, revoked_at=long_ago).where(
+            AuthSession.workspace == SEED_WORKSPACE).execute()
+        done = retention.prune()
+        assert done[SEED_WORKSPACE]["audit_entries"] == 1
+        assert AuditEntry.get_or_none(AuditEntry.id == entries[1]) is not None
+        assert done[SEED_WORKSPACE]["sessions"] >= 1
+
+
+def test_the_prune_command_reports_what_it_deleted(app, client, auth):
+    client.patch(PATH, headers=auth(), json={"issues_days": 3650})
+    result = app.test_cli_runner().invoke(args=["prune", "--batch-size", "5"])
+    assert result.exit_code == 0, result.output
+    assert f"{SEED_WORKSPACE}: " in result.output
