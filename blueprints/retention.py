@@ -33,12 +33,13 @@ class RetentionSchema(ma.Schema):
 
 
 class RetentionUpdateSchema(ma.Schema):
+    OPENAPI_RULES = {"minProperties": 1}
     issues_days = _days(ISSUES)
     activity_days = _days(ACTIVITY)
     audit_days = _days(AUDIT)
 
     @ma.validates_schema
-    def something(self, data, **kwargs):
+    def names_a_field(self, data, **kwargs):
         if not data:
             raise ma.ValidationError("Give at least one of issues_days, activity_days and audit_days.")
 
