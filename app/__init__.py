@@ -27,8 +27,9 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import auth, grouping_rules, ingest, issues, meta, patterns, stream, tokens
-    from models import Issue, Pattern, db, make_database
+    from blueprints import (alerts, auth, grouping_rules, ingest, issues, meta, notifications, patterns, predictions,
+                            stream, tokens)
+    from models import Issue, Pattern, Prediction, db, make_database
 
     app = Flask(__name__)
     app.json.sort_keys = False
@@ -53,7 +54,7 @@ def create_app(overrides=None):
                   max_age=600)
     api.init_app(app)
     api.register_field(CommaList, "string", None)
-    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens):
+    for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, predictions, alerts, notifications):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)
@@ -61,7 +62,8 @@ def create_app(overrides=None):
     clerk.init_app(app)
     cli.init_app(app)
     events.init_app(app, serializers={Issue: issues.IssueSchema().dump,
-                                      Pattern: patterns.PatternSchema().dump})
+                                      Pattern: patterns.PatternSchema().dump,
+                                      Prediction: predictions.PredictionSchema().dump})
 
     if app.config["USE_MOCK"]:
         cli.prepare_mock_database()

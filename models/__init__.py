@@ -9,14 +9,19 @@ from .patterns import PATTERN_STATUSES, Pattern
 from .grouping.rules import GroupingRule, GroupingRuleVersion
 from .grouping.similarity import CannotLink, GroupingCorrection, GroupingSettings, SourceProfile
 from .tokens import ApiToken, ServiceAccount
+from .predictions import Prediction, PredictionSettings
+from .alerts import Alert, AlertDelivery, AlertRule
+from .notifications import Notification, NotificationPreference
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
           EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,
-          GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken]
+          GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken, PredictionSettings,
+          Prediction, AlertRule, Alert, AlertDelivery, Notification, NotificationPreference]
 
 __all__ = [
     "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
     "AuthSession", "Membership", "Organization", "RefreshToken", "User", "Workspace",
-    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "ApiToken", "ServiceAccount", "Conflict", "Forbidden", "NotFound", "RuleViolation",
+    "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS", "ApiToken", "ServiceAccount",
+    "Prediction", "PredictionSettings", "AlertRule", "Alert", "AlertDelivery", "Notification", "NotificationPreference", "Conflict", "Forbidden", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

@@ -8,9 +8,10 @@ import peewee as pw
 from .base import BaseModel, db, prepared_rows, utcnow
 
 ROLE_SCOPES = {
-    "read_only": ("issues:read", "patterns:read"),
-    "viewer": ("issues:read", "patterns:read"),
-    "analyst": ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write"),
+    "read_only": ("issues:read", "patterns:read", "predictions:read", "alerts:read"),
+    "viewer": ("issues:read", "patterns:read", "predictions:read", "alerts:read"),
+    "analyst": ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write",
+                "predictions:read", "predictions:write", "alerts:read", "alerts:write"),
 }
 ALL_SCOPES = ROLE_SCOPES["analyst"] + ("members:write", "tokens:admin")
 ROLE_SCOPES["tenant_admin"] = ALL_SCOPES

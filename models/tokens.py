@@ -43,6 +43,10 @@ SCOPE_DESCRIPTIONS = {
     "patterns:read": "Read patterns, their issues and the grouping rules.",
     "patterns:write": "Create and update patterns and grouping rules.",
     "ingest:write": "Send failures from other systems (POST /v1/ingest/events and /v1/ingest/batch).",
+    "predictions:read": "Read predictions, forecasts, their backtest and pattern frequency.",
+    "predictions:write": "Confirm or dismiss predictions.",
+    "alerts:read": "Read alert rules and your own notification feed.",
+    "alerts:write": "Create, change and delete alert rules.",
     "members:write": "Manage the workspace's members.",
     "tokens:admin": "Manage service accounts and their tokens (signed-in members only; never held by a token).",
 }
