@@ -26,11 +26,14 @@ SEED_IDS = {
     "rule_id": ["gru_01abc123", "gru_02def100"],  # the grouping_rules fixture's
     "token_id": ["tok_01abc123", "tok_01abc124", "tok_02def100"],  # the api_tokens fixture's
     "account_id": ["sva_01abc123", "sva_02def100"],
+    "prediction_id": ["prd_01abc123", "prd_02def100"],  # the prediction_objects fixture's
+    "alert_rule_id": ["alr_01abc123", "alr_02def100"],
+    "notification_id": ["ntf_01abc123", "ntf_02def100"],
 }
 
 
 @pytest.fixture
-def api_schema(app, auth, grouping_rules, api_tokens):
+def api_schema(app, auth, grouping_rules, api_tokens, prediction_objects):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     owner = auth()["Authorization"]
 
