@@ -203,3 +203,16 @@ def test_a_recompute_inside_a_transaction_that_rolls_back_leaves_no_trace(app):
                 predictions.recompute(SEED_WORKSPACE, now=datetime.datetime(2024, 3, 1))
                 raise RuntimeError("rolled back")
         assert list(Prediction.select().order_by(Prediction.id).tuples()) == before
+
+
+def test_every_listed_prediction_equals_the_schema_dump(app, client, auth):
+    from blueprints.predictions import PredictionSchema
+
+    prediction = client.get("/v1/predictions?limit=1", headers=auth()).get_json()["data"][0]
+    client.post(f"/v1/predictions/{prediction['id']}/feedback", headers=auth(),
+                json={"status": "confirmed", "reason": 'Quotes " and é'})
+    listed = client.get("/v1/predictions?limit=100", headers=auth()).get_json()["data"]
+    with app.app_context(), db.connection_context():
+        dumped = {row.id: PredictionSchema().dump(row) for row in Prediction.select()}
+    for item in listed:
+        assert item == dumped[item["id"]] and list(item) == list(dumped[item["id"]])
