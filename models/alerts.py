@@ -31,7 +31,7 @@ class AlertRule(WorkspaceScoped, BaseModel):
     workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
     name = pw.CharField(max_length=100)
     pattern = pw.ForeignKeyField(Pattern, null=True, on_delete="CASCADE")  # null: every pattern
-    threshold_probability = pw.FloatField()
+    threshold_probability = pw.DoubleField()
     threshold_window_days = pw.SmallIntegerField()
     channels = pw.JSONField(default=list)
     enabled = pw.BooleanField(default=True)
@@ -114,7 +114,7 @@ class Alert(BaseModel):
     pattern = pw.ForeignKeyField(Pattern, on_delete="CASCADE")
     window_days = pw.SmallIntegerField()
     prediction_id = pw.CharField(max_length=40)
-    probability = pw.FloatField()
+    probability = pw.DoubleField()
     fired_at = pw.DateTimeField(default=utcnow)
 
     class Meta:

@@ -35,8 +35,8 @@ class PredictionSettings(BaseModel):
     computed_at = pw.DateTimeField(null=True)
     # The workspace's fitted prior (rates.fit_prior), from its last full recompute: what a
     # recompute of a few patterns uses.
-    prior_alpha = pw.FloatField(null=True)
-    prior_beta = pw.FloatField(null=True)
+    prior_alpha = pw.DoubleField(null=True)
+    prior_beta = pw.DoubleField(null=True)
 
 
 class Prediction(WorkspaceScoped, BaseModel):
@@ -46,18 +46,18 @@ class Prediction(WorkspaceScoped, BaseModel):
     workspace = pw.ForeignKeyField(Workspace, on_delete="CASCADE")
     pattern = pw.ForeignKeyField(Pattern, backref="predictions", on_delete="CASCADE")
     window_days = pw.SmallIntegerField()
-    probability = pw.FloatField()
-    expected_count = pw.FloatField()
-    interval_lower = pw.FloatField()
-    interval_upper = pw.FloatField()
-    impact = pw.FloatField()
+    probability = pw.DoubleField()
+    expected_count = pw.DoubleField()
+    interval_lower = pw.DoubleField()
+    interval_upper = pw.DoubleField()
+    impact = pw.DoubleField()
     status = pw.CharField(max_length=16, default="open")
     feedback_reason = pw.TextField(null=True)
     feedback_at = pw.DateTimeField(null=True)
     # The pattern's posterior (rates.py), for the forecast's per-bucket band.
-    alpha = pw.FloatField()
-    beta = pw.FloatField()
-    episode_size = pw.FloatField()
+    alpha = pw.DoubleField()
+    beta = pw.DoubleField()
+    episode_size = pw.DoubleField()
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
 
