@@ -22,6 +22,9 @@ from .patterns import SEVERITY_WEIGHT, Pattern
 PREDICTION_STATUSES = ("open", "confirmed", "dismissed")
 FEEDBACK_STATUSES = PREDICTION_STATUSES[1:]
 ANNOUNCED_CHANGE = 0.01  # a probability moving less than this is stored, not announced
+# A row is rewritten when one of these moves at the precision shown; the posterior it keeps for
+# the forecast's band (alpha, beta, episode_size) drifts with every second and rides along.
+SHOWN = ("probability", "expected_count", "interval_lower", "interval_upper", "impact")
 EPOCH = datetime.datetime(1970, 1, 1)
 
 
@@ -224,7 +227,7 @@ def recompute(workspace_id, pattern_ids=None, now=None, announce=True):
             moved = True
         else:
             before = row.probability
-            if all(getattr(row, name) == value for name, value in figures.items()):
+            if all(getattr(row, name) == figures[name] for name in SHOWN):
                 touched.append(row)
                 continue
             for name, value in figures.items():
