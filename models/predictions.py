@@ -134,11 +134,12 @@ def _epoch_column():
 
 def issue_times(workspace_id, pattern_ids=None, since=None):
     """[(pattern id, created_at in epoch seconds)] of the workspace's linked issues."""
-    sql = f'SELECT pattern_id, {_epoch_column()} FROM "issue" WHERE workspace_id = {db.param} AND pattern_id IS NOT NULL'
-    params = [workspace_id]
-    if pattern_ids is not None:
-        sql += f" AND pattern_id IN ({', '.join([db.param] * len(pattern_ids))})"
-        params += list(pattern_ids)
+    if pattern_ids is None:
+        sql = f'SELECT pattern_id, {_epoch_column()} FROM "issue" WHERE workspace_id = {db.param} AND pattern_id IS NOT NULL'
+        params = [workspace_id]
+    else:  # the patterns are the workspace's: the (pattern, created_at) index alone answers, covering
+        sql = f'SELECT pattern_id, {_epoch_column()} FROM "issue" WHERE pattern_id IN ({", ".join([db.param] * len(pattern_ids))})'
+        params = list(pattern_ids)
     if since is not None:
         sql += f" AND created_at >= {db.param}"
         params.append(Issue.created_at.db_value(since))
