@@ -5,7 +5,9 @@ A pattern's issues are grouped into **episodes**: an issue more than EPISODE_GAP
 pattern's previous one starts a new episode, so a burst of forty alerts in an hour counts as
 one recurrence, not forty. Episodes arrive as a Poisson process whose daily rate λ is unknown:
 
-    λ ~ Gamma(PRIOR_ALPHA + decayed episodes, PRIOR_BETA + decayed exposure in days)
+    λ ~ Gamma(α0 + decayed episodes, β0 + decayed exposure in days)
+
+where (α0, β0) is the workspace's own prior, fitted to its patterns' rates (fit_prior).
 
 Evidence decays with a half-life of HALF_LIFE_DAYS (an episode d days old weighs 2^(-d/30),
 and so does each day of exposure, so the rate follows change) and is read back HORIZON_DAYS at
