@@ -29,7 +29,7 @@ EPOCH = datetime.datetime(1970, 1, 1)
 
 
 class PredictionSettings(BaseModel):
-    """Per workspace: when its predictions were last computed, and `as_of`, a fixed present for
+    """Per workspace: when all its predictions were last computed, and `as_of`, a fixed present for
     a workspace whose data stopped at a known date (the mock seed's is 2024-01-15): its clock is
     then the later of `as_of` and its newest issue, rather than the wall clock."""
 
@@ -250,11 +250,11 @@ def recompute(workspace_id, pattern_ids=None, now=None, announce=True):
         with pw.__exception_wrapper__:
             db.cursor().executemany(sql, params)
     touched += inserts
-    kept = {PredictionSettings.computed_at: stamp}
-    if pattern_ids is None:
-        kept.update({PredictionSettings.prior_alpha: prior[0], PredictionSettings.prior_beta: prior[1]})
-    PredictionSettings.insert(workspace=workspace_id, **{field.name: value for field, value in kept.items()}).on_conflict(
-        conflict_target=[PredictionSettings.workspace], update=kept).execute()
+    if pattern_ids is None:  # only a full recompute: on the write path this row would serialize every writer
+        kept = {PredictionSettings.computed_at: stamp, PredictionSettings.prior_alpha: prior[0],
+                PredictionSettings.prior_beta: prior[1]}
+        PredictionSettings.insert(workspace=workspace_id, **{f.name: v for f, v in kept.items()}).on_conflict(
+            conflict_target=[PredictionSettings.workspace], update=kept).execute()
     if announce:
         alerts.evaluate(workspace_id, touched, full=pattern_ids is None)
     return len(inserts) + len(updates) + len(gone)
