@@ -27,9 +27,9 @@ API_SETTINGS = {
 
 
 def create_app(overrides=None):
-    from blueprints import (audit, auth, connectors, grouping_rules, inbound, ingest, issues, members, meta,
-                            patterns, retention, stream, tokens, webhooks)
-    from models import Issue, Pattern, db, make_database
+    from blueprints import (alerts, audit, auth, connectors, grouping_rules, inbound, ingest, issues, members, meta,
+                            notifications, patterns, predictions, retention, stream, tokens, webhooks)
+    from models import Issue, Pattern, Prediction, db, make_database
 
     app = Flask(__name__)
     app.json.sort_keys = False
@@ -55,7 +55,7 @@ def create_app(overrides=None):
     api.init_app(app)
     api.register_field(CommaList, "string", None)
     for module in (meta, auth, issues, patterns, grouping_rules, ingest, tokens, connectors, inbound, webhooks,
-                   members, audit, retention):
+                   members, audit, retention, predictions, alerts, notifications):
         api.register_blueprint(module.blp)
     app.register_blueprint(meta.docs_assets)
     app.register_blueprint(stream.blp)
@@ -63,7 +63,8 @@ def create_app(overrides=None):
     clerk.init_app(app)
     cli.init_app(app)
     events.init_app(app, serializers={Issue: issues.IssueSchema().dump,
-                                      Pattern: patterns.PatternSchema().dump})
+                                      Pattern: patterns.PatternSchema().dump,
+                                      Prediction: predictions.PredictionSchema().dump})
     tasks.init_app(app)
 
     if app.config["USE_MOCK"]:

@@ -1,5 +1,7 @@
 """`flask` commands: migrate the schema, (re)load the seed, provision a real deployment's first
-owner, regroup, prune expired data, generate synthetic data."""
+owner, regroup, prune expired data, recompute predictions, generate synthetic data."""
+import time
+
 import click
 
 import fixtures
@@ -94,19 +96,39 @@ def init_app(app):
         verb = "would make" if dry_run else "made"
         click.echo(f"{verb} {len(plan['moves'])} moves and {len(plan['merges'])} merges")
 
+    @app.cli.group("predictions")
+    def predictions_group():
+        """Recurrence predictions (models/predictions.py)."""
+
+    @predictions_group.command("recompute")
+    def predictions_recompute_command():
+        """Recompute every workspace's predictions (the worker schedules this)."""
+        from models import predictions
+
+        schema.migrate()
+        started = time.perf_counter()
+        changed = predictions.recompute_all()
+        for workspace_id, rows in changed.items():
+            click.echo(f"{workspace_id}: {rows} predictions changed")
+        click.echo(f"recomputed {len(changed)} workspaces in {time.perf_counter() - started:.1f} s")
+
     @app.cli.command("generate")
     @click.option("--workspace", required=True, help="Workspace id; created (with an owner) if missing.")
     @click.option("--issues", type=click.IntRange(min=0), default=1000, show_default=True)
     @click.option("--patterns", type=click.IntRange(min=0), default=30, show_default=True)
     @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the random generator.")
-    def generate_command(workspace, issues, patterns, seed):
+    @click.option("--rates", is_flag=True, help="Patterns recur at known rates (half Poisson, half bursty); "
+                                                "every issue belongs to one; each pattern's rate is printed.")
+    def generate_command(workspace, issues, patterns, seed, rates):
         """Fill an empty workspace with realistic synthetic issues and patterns (no events)."""
         schema.migrate()
         try:
-            made = synthetic.generate(workspace, issues, patterns, seed=seed)
+            made = synthetic.generate(workspace, issues, patterns, seed=seed, rates=rates)
         except ValueError as error:
             raise click.ClickException(str(error)) from None
         click.echo(f"workspace: {made['workspace_id']}")
         click.echo(f"owner: {made['owner_id']}")
         click.echo(f"generated {made['issues']} issues and {made['patterns']} patterns "
                    f"in {made['seconds']:.1f} s")
+        for pattern_id, (kind, rate, size) in made.get("rates", {}).items():
+            click.echo(f"rate {pattern_id}: {kind} {rate:.4f} episodes/day, {size:g} issues per episode")

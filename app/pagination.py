@@ -136,13 +136,14 @@ def _planner_estimate(query):
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def paginate(query, args, *, sorts, id_field, item_schema):
+def paginate(query, args, *, sorts, id_field, item_schema, total=None):
     """One page of `query` as the response `{"data": rows, "page": {...}}`, ordered by
     args["sort"] then id, its rows rendered as the `item_schema` class dumps them (by the
     database: app/rendering.py).
 
     `sorts` maps the public sort names to model fields; args["sort"] was validated by
-    `sort_field()` in the query schema.
+    `sort_field()` in the query schema. `total`, when given, counts the matches instead of the
+    workspace-wide count cache (for lists that are one member's, not the workspace's).
     """
     workspace_id = current_principal().workspace_id
     descending = args["sort"].startswith("-")
@@ -164,7 +165,7 @@ def paginate(query, args, *, sorts, id_field, item_schema):
         _, last_value, last_id = rows[-1]
         next_cursor = _serializer().dumps([binding, _encode_value(sort_field.python_value(last_value)), last_id])
     page = {"next_cursor": next_cursor, "has_more": has_more,
-            "total": count_matches(query, workspace_id, binding)}
+            "total": count_matches(query, workspace_id, binding) if total is None else total(query)}
     body = '{"data":[%s],"page":%s}' % (",".join(row for row, _, _ in rows), current_app.json.dumps(page))
     return current_app.response_class(body, mimetype="application/json")
 

@@ -82,7 +82,7 @@ def _value(model, name, field):
     if isinstance(column, pw.BooleanField):
         # SQLite stores 0/1; json() makes true/false JSON rather than numbers.
         return column if is_postgres() else pw.fn.json(pw.Case(None, [(column, "true")], "false"))
-    if isinstance(field, (ma_fields.String, ma_fields.Integer)):
+    if isinstance(field, (ma_fields.String, ma_fields.Integer, ma_fields.Float)):
         return column
     raise TypeError(f"no SQL rendering for {name!r} ({type(field).__name__})")
 

@@ -14,11 +14,15 @@ from .webhooks import WebhookCursor, WebhookDelivery, WebhookEndpoint
 from .members import Invitation, InvitationLink, LastAdmin
 from .audit import AuditEntry
 from .retention import RetentionBelowMinimum, RetentionSettings
+from .predictions import Prediction, PredictionSettings
+from .alerts import Alert, AlertDelivery, AlertRule
+from .notifications import Notification, NotificationPreference
 
 MODELS = [Organization, Workspace, User, Membership, AuthSession, RefreshToken, Pattern, Issue,
           EventCounter, Event, IdempotencyKey, GroupingRule, GroupingRuleVersion, SourceProfile,
           GroupingSettings, GroupingCorrection, CannotLink, ServiceAccount, ApiToken, Connector, InboundDelivery,
-          WebhookEndpoint, WebhookCursor, WebhookDelivery, Invitation, InvitationLink, AuditEntry, RetentionSettings]
+          WebhookEndpoint, WebhookCursor, WebhookDelivery, Invitation, InvitationLink, AuditEntry, RetentionSettings,
+          PredictionSettings, Prediction, AlertRule, Alert, AlertDelivery, Notification, NotificationPreference]
 
 __all__ = [
     "ADMIN_ROLES", "ALL_SCOPES", "ROLE_SCOPES", "ROLES", "ISSUE_STATUSES", "SEVERITIES", "PATTERN_STATUSES",
@@ -26,6 +30,7 @@ __all__ = [
     "Issue", "Pattern", "GroupingRule", "GroupingRuleVersion", "Event", "EventCounter", "IdempotencyKey", "MODELS",
     "ApiToken", "ServiceAccount", "Connector", "InboundDelivery", "WebhookCursor", "WebhookDelivery", "WebhookEndpoint",
     "Invitation", "InvitationLink", "LastAdmin", "AuditEntry", "RetentionSettings",
+    "Prediction", "PredictionSettings", "AlertRule", "Alert", "AlertDelivery", "Notification", "NotificationPreference",
     "Conflict", "Forbidden", "NotFound", "RuleViolation",
     "db", "make_database", "new_id", "provision_owner", "utcnow",
 ]

@@ -12,10 +12,10 @@ from .base import BaseModel, db, prepared_rows, utcnow
 ROLES = ("read_only", "viewer", "executive", "analyst", "compliance_admin", "security_admin",
          "tenant_admin", "owner")
 ROLE_GRANTS = {
-    "read_only": ("issues:read", "patterns:read"),
+    "read_only": ("issues:read", "patterns:read", "predictions:read", "alerts:read"),
     "viewer": ("members:read",),
     "executive": ("workspace.compliance:read",),
-    "analyst": ("issues:write", "patterns:write", "ingest:write"),
+    "analyst": ("issues:write", "patterns:write", "ingest:write", "predictions:write", "alerts:write"),
     "compliance_admin": ("audit:read", "workspace.compliance:write"),
     "security_admin": ("members:write", "tokens:admin", "connectors:admin", "webhooks:admin"),
     "tenant_admin": ("members:admin", "workspace:write"),
@@ -25,7 +25,8 @@ ROLE_GRANTS = {
 # issues:write patterns:read ...").
 SCOPES = ("issues:read", "issues:write", "patterns:read", "patterns:write", "ingest:write", "members:read",
           "members:write", "members:admin", "audit:read", "workspace:write", "workspace.compliance:read",
-          "workspace.compliance:write", "tokens:admin", "connectors:admin", "webhooks:admin")
+          "workspace.compliance:write", "tokens:admin", "connectors:admin", "webhooks:admin", "predictions:read",
+          "predictions:write", "alerts:read", "alerts:write")
 ROLE_SCOPES = {}
 for _index, _role in enumerate(ROLES):
     _granted = {scope for role in ROLES[:_index + 1] for scope in ROLE_GRANTS[role]}

@@ -166,6 +166,7 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
         the rows. Detection (`rescore`) also recomputes their risk; `new` are the patterns it just
         created.
         """
+        from . import predictions
         from .grouping.similarity import SourceProfile
         from .issues import Issue
 
@@ -210,6 +211,9 @@ class Pattern(WorkspaceScoped, Fingerprinted, BaseModel):
             for pattern_id, columns in sorted(centroids.items())])
         if rescore:
             cls.rescore(changed)
+        # Membership and severity are what predictions read (a centroid's move changes none).
+        predictions.recompute(workspace_id, sorted({pid for (pid, _), n in delta.items() if n and pid}
+                                                   | relinked - {None}))
         announced = changed if rescore else sorted(relinked - {None})
         for pattern in cls.select().where(cls.id.in_(announced)).order_by(cls.id):
             events.record(workspace_id, "pattern.detected", pattern=pattern, is_new=pattern.id in new)

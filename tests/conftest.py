@@ -209,3 +209,31 @@ def invitations(app):
                                            role="viewer", expires_at=utcnow() + INVITATION_TTL)
             tokens[invitation_id] = InvitationLink.mint(invitation)
     return tokens
+MY_PREDICTION, THEIR_PREDICTION = "prd_01abc123", "prd_02def100"
+MY_ALERT_RULE, THEIR_ALERT_RULE = "alr_01abc123", "alr_02def100"
+MY_NOTIFICATION, THEIR_NOTIFICATION = "ntf_01abc123", "ntf_02def100"
+
+
+@pytest.fixture
+def prediction_objects(app):
+    """In each seed workspace, with short fixed ids: the 7-day prediction of its first pattern, a
+    disabled alert rule, and a notification in the feed of the owner that auth() signs in as."""
+    from models import AlertRule, Notification, Prediction
+
+    with app.app_context(), db.connection_context():
+        for workspace, pattern, ids in (
+                (SEED_WORKSPACE, "pat_01xyz789", (MY_PREDICTION, MY_ALERT_RULE, MY_NOTIFICATION)),
+                (OTHER_WORKSPACE, "pat_02pqr111", (THEIR_PREDICTION, THEIR_ALERT_RULE, THEIR_NOTIFICATION))):
+            prediction_id, rule_id, notification_id = ids
+            user_id = f"usr_test_owner_{workspace}"
+            User.get_or_create(id=user_id, defaults={"email": "owner@example.test"})
+            Membership.get_or_create(user=user_id, workspace=workspace,
+                                     defaults={"id": f"mem_{user_id}", "role": "owner"})
+            Prediction.update(id=prediction_id).where(
+                (Prediction.pattern == pattern) & (Prediction.window_days == 7)).execute()
+            rule = AlertRule.create_in(workspace, {"name": "Probe rule", "scope": "global", "enabled": False,
+                                                   "threshold": {"probability": 0.7, "window_days": 7},
+                                                   "channels": [{"type": "in_app"}]})
+            AlertRule.update(id=rule_id).where(AlertRule.id == rule.id).execute()
+            Notification.create(id=notification_id, workspace=workspace, user=user_id, type="prediction.alert",
+                                title="Probe", target={"type": "pattern", "id": pattern})

@@ -23,9 +23,11 @@ import urllib.parse
 import peewee as pw
 import pytest
 
-from conftest import (MY_ACCOUNT, MY_CONNECTOR, MY_DELIVERY, MY_INVITATION, MY_MEMBER, MY_RULE, MY_TOKEN,
-                      MY_WEBHOOK, OTHER_WORKSPACE, SEED_WORKSPACE, TEST_SECRET, THEIR_ACCOUNT, THEIR_CONNECTOR,
-                      THEIR_DELIVERY, THEIR_INVITATION, THEIR_MEMBER, THEIR_RULE, THEIR_TOKEN, THEIR_WEBHOOK)
+from conftest import (MY_ACCOUNT, MY_ALERT_RULE, MY_CONNECTOR, MY_DELIVERY, MY_INVITATION, MY_MEMBER,
+                      MY_NOTIFICATION, MY_PREDICTION, MY_RULE, MY_TOKEN, MY_WEBHOOK, OTHER_WORKSPACE, SEED_WORKSPACE,
+                      TEST_SECRET, THEIR_ACCOUNT, THEIR_ALERT_RULE, THEIR_CONNECTOR, THEIR_DELIVERY,
+                      THEIR_INVITATION, THEIR_MEMBER, THEIR_NOTIFICATION, THEIR_PREDICTION, THEIR_RULE, THEIR_TOKEN,
+                      THEIR_WEBHOOK)
 from models import MODELS, AuditEntry, AuthSession, Issue, Membership, Pattern, RefreshToken, db
 from test_errors import assert_envelope
 
@@ -65,12 +67,14 @@ def spec_operations(client):
 
 def concrete(path, issue_id=MY_ISSUE, pattern_id=MY_PATTERN, rule_id=MY_RULE, token_id=MY_TOKEN,
              account_id=MY_ACCOUNT, connector_id=MY_CONNECTOR, webhook_id=MY_WEBHOOK, delivery_id=MY_DELIVERY,
-             member_id=MY_MEMBER, invitation_id=MY_INVITATION):
+             member_id=MY_MEMBER, invitation_id=MY_INVITATION, prediction_id=MY_PREDICTION,
+             alert_rule_id=MY_ALERT_RULE, notification_id=MY_NOTIFICATION):
     return (path.replace("{issue_id}", issue_id).replace("{pattern_id}", pattern_id).replace("{rule_id}", rule_id)
             .replace("{token_id}", token_id).replace("{account_id}", account_id)
             .replace("{connector_id}", connector_id).replace("{webhook_id}", webhook_id)
             .replace("{delivery_id}", delivery_id).replace("{member_id}", member_id)
-            .replace("{invitation_id}", invitation_id))
+            .replace("{invitation_id}", invitation_id).replace("{prediction_id}", prediction_id)
+            .replace("{alert_rule_id}", alert_rule_id).replace("{notification_id}", notification_id))
 
 
 def send(client, method, path, headers, body=None):
@@ -124,6 +128,11 @@ VALID_BODIES = {
     ("delete", "/v1/invitations/{invitation_id}"): None,
     ("post", "/v1/invitations/{invitation_id}/resend"): None,
     ("patch", "/v1/settings/data-retention"): {"issues_days": 30},
+    ("post", "/v1/predictions/{prediction_id}/feedback"): {"status": "dismissed", "reason": "Probe"},
+    ("post", "/v1/alert-rules"): {"name": "Probe", "threshold": {"probability": 0.7, "window_days": 7},
+                                  "channels": [{"type": "in_app"}]},
+    ("patch", "/v1/alert-rules/{alert_rule_id}"): {"enabled": True},
+    ("delete", "/v1/alert-rules/{alert_rule_id}"): None,
 }
 # Privileged routes: a scope beyond reading (tokens:admin reads service accounts too, and
 # connectors:admin connectors).
@@ -169,12 +178,21 @@ ID_ROUTES = [
     ("delete", "/v1/members/{member_id}"),
     ("delete", "/v1/invitations/{invitation_id}"),
     ("post", "/v1/invitations/{invitation_id}/resend"),
+    ("get", "/v1/predictions/{prediction_id}"),
+    ("post", "/v1/predictions/{prediction_id}/feedback"),
+    ("get", "/v1/patterns/{pattern_id}/frequency"),
+    ("get", "/v1/alert-rules/{alert_rule_id}"),
+    ("patch", "/v1/alert-rules/{alert_rule_id}"),
+    ("delete", "/v1/alert-rules/{alert_rule_id}"),
+    ("post", "/v1/me/notifications/feed/{notification_id}/read"),
+    ("post", "/v1/me/notifications/feed/{notification_id}/dismiss"),
 ]
 # Routes with no bearer auth that take an id: a webhook delivery proves itself by its signature.
 SIGNED_ID_ROUTES = [("post", "/v1/webhooks/inbound/{connector_id}")]
-ID_PATTERN = r"\b(iss|pat|gru|tok|sva|con|whk|whd|mem|inv)_\w+"
+ID_PATTERN = r"\b(iss|pat|gru|tok|sva|con|whk|whd|mem|inv|prd|alr|ntf)_\w+"
 MISSING_IDS = ("iss_01zzz999", "pat_01zzz999", "gru_01zzz999", "tok_01zzz999", "sva_01zzz999", "con_01zzz999",
-               "whk_01zzz999", "whd_01zzz999", "mem_01zzz999", "inv_01zzz999")
+               "whk_01zzz999", "whd_01zzz999", "mem_01zzz999", "inv_01zzz999", "prd_01zzz999", "alr_01zzz999",
+               "ntf_01zzz999")
 
 
 def test_every_id_taking_route_is_probed(client):
@@ -188,17 +206,20 @@ def test_every_id_taking_route_is_probed(client):
 
 @pytest.mark.parametrize("method,path", ID_ROUTES)
 def test_another_workspaces_id_in_the_path_is_not_found(app, client, auth, grouping_rules, api_tokens,
-                                                         connectors, webhooks, invitations, method, path):
+                                                         connectors, webhooks, invitations, prediction_objects,
+                                                         method, path):
     headers = auth()
     body = VALID_BODIES.get((method, path))
     with database_unchanged(app):
         theirs = send(client, method, concrete(path, THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN,
                                                THEIR_ACCOUNT, THEIR_CONNECTOR, THEIR_WEBHOOK, THEIR_DELIVERY,
-                                               THEIR_MEMBER, THEIR_INVITATION), headers, body)
+                                               THEIR_MEMBER, THEIR_INVITATION, THEIR_PREDICTION, THEIR_ALERT_RULE,
+                                               THEIR_NOTIFICATION), headers, body)
         missing = send(client, method, concrete(path, *MISSING_IDS), headers, body)
     error = assert_envelope(theirs, 404, "not_found")
     assert error["details"]["id"] in (THEIR_ISSUE, THEIR_PATTERN, THEIR_RULE, THEIR_TOKEN, THEIR_ACCOUNT,
-                                      THEIR_CONNECTOR, THEIR_WEBHOOK, THEIR_MEMBER, THEIR_INVITATION)
+                                      THEIR_CONNECTOR, THEIR_WEBHOOK, THEIR_MEMBER, THEIR_INVITATION,
+                                      THEIR_PREDICTION, THEIR_ALERT_RULE, THEIR_NOTIFICATION)
     # Indistinguishable from an id that exists nowhere: no existence oracle.
     assert missing.status_code == 404
     assert re.sub(ID_PATTERN, "<id>", error["message"]) == \
@@ -258,7 +279,7 @@ def test_bulk_ids_of_another_workspace_are_not_found(app, client, auth, op, valu
 
 def test_bulk_with_mixed_ids_touches_only_the_callers_issues(app, client, auth):
     headers = auth()
-    written = WRITTEN_BY_AN_UPDATE + ("Pattern", "AuditEntry")
+    written = WRITTEN_BY_AN_UPDATE + ("Pattern", "AuditEntry", "Prediction", "PredictionSettings")
     with database_unchanged(app, [model for model in MODELS if model.__name__ not in written]):
         before = rows(app, [Issue, Pattern])
         response = client.post("/v1/issues/bulk", headers=headers,
@@ -460,7 +481,8 @@ def test_token_responses_carry_no_session_internals(client):
 
 BODY_ROUTES = [(method, path) for method, path in VALID_BODIES if VALID_BODIES[(method, path)] is not None] + [
     ("post", "/v1/auth/exchange"), ("post", "/v1/auth/refresh"), ("post", "/v1/auth/revoke"),
-    ("post", "/v1/api-tokens"), ("post", "/v1/webhooks/inbound/{connector_id}")]
+    ("post", "/v1/api-tokens"), ("post", "/v1/webhooks/inbound/{connector_id}"),
+    ("post", "/v1/me/notifications/feed/read-all"), ("patch", "/v1/me/notifications/preferences")]
 
 
 @pytest.mark.parametrize("method,path", BODY_ROUTES)
@@ -473,7 +495,7 @@ def test_a_body_over_one_mib_is_payload_too_large(app, client, auth, method, pat
 
 
 @pytest.mark.parametrize("path", ["/v1/issues", "/v1/patterns", f"/v1/patterns/{MY_PATTERN}/issues",
-                                  "/v1/grouping-rules"])
+                                  "/v1/grouping-rules", "/v1/predictions", "/v1/me/notifications/feed"])
 @pytest.mark.parametrize("limit", ["101", "1000000", "0", "-1"])
 def test_a_page_size_outside_1_to_100_is_refused(client, auth, path, limit):
     response = client.get(f"{path}?limit={limit}", headers=auth())
@@ -584,6 +606,12 @@ LIST_PARAMETERS = {
     f"/v1/webhooks/{MY_WEBHOOK}/deliveries": ["cursor", "limit"],
     "/v1/audit-log": ["action", "actor_id", "target_id", "since", "until", "cursor", "limit"],
     "/v1/audit-log/export": ["action", "actor_id", "target_id", "since", "until"],
+    "/v1/predictions": ["min_probability", "window_days", "pattern_id", "status", "sort", "cursor", "limit"],
+    "/v1/predictions/summary": ["window"],
+    "/v1/predictions/forecast": ["window", "pattern_id"],
+    "/v1/predictions/accuracy": ["window"],
+    f"/v1/patterns/{MY_PATTERN}/frequency": ["window"],
+    "/v1/me/notifications/feed": ["unread", "cursor", "limit"],
 }
 
 
@@ -618,7 +646,7 @@ def test_hostile_strings_as_a_path_id_are_not_found(app, client, auth, method, p
     with database_unchanged(app):
         for value in HOSTILE:
             quoted = urllib.parse.quote(value, safe="")
-            target = concrete(path, *[quoted] * 10)
+            target = concrete(path, *[quoted] * 13)
             response = send(client, method, target, headers, VALID_BODIES.get((method, path)))
             assert_envelope(response, 404, "not_found")
 
@@ -627,7 +655,7 @@ def test_an_sql_looking_title_is_stored_verbatim_and_nothing_else_changes(app, c
     headers = auth()
     title = "Robert'); DROP TABLE issue; --"
     # A create also moves the derived grouping data: its source's profile, and a pattern it joins.
-    written = WRITTEN_BY_AN_UPDATE + ("SourceProfile", "Pattern")
+    written = WRITTEN_BY_AN_UPDATE + ("SourceProfile", "Pattern", "Prediction", "PredictionSettings")
     with database_unchanged(app, [model for model in MODELS if model.__name__ not in written]):
         before = rows(app, [Issue])["Issue"]
         created = client.post("/v1/issues", headers=headers, json={"title": title})

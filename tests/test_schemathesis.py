@@ -30,11 +30,14 @@ SEED_IDS = {
     "delivery_id": ["whd_01abc123", "whd_02def100"],
     "member_id": ["mem_01disposable", "mem_02def789"],  # the api_schema fixture's viewer; the other seed owner
     "invitation_id": ["inv_01abc123", "inv_02def100"],  # the invitations fixture's
+    "prediction_id": ["prd_01abc123", "prd_02def100"],  # the prediction_objects fixture's
+    "alert_rule_id": ["alr_01abc123", "alr_02def100"],
+    "notification_id": ["ntf_01abc123", "ntf_02def100"],
 }
 
 
 @pytest.fixture
-def api_schema(app, auth, grouping_rules, api_tokens, connectors, webhooks, invitations):
+def api_schema(app, auth, grouping_rules, api_tokens, connectors, webhooks, invitations, prediction_objects):
     with app.app_context(), db.connection_context():  # a member schemathesis may demote or remove
         User.get_or_create(id="usr_disposable", defaults={"email": "disposable@example.test"})
         Membership.create(id="mem_01disposable", user="usr_disposable", workspace="ws_01abc123", role="viewer")

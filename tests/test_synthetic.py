@@ -96,3 +96,18 @@ def test_generate_refuses_a_workspace_that_has_issues(app):
     result = app.test_cli_runner().invoke(args=["generate", "--workspace", "ws_01abc123", "--issues", "10"])
     assert result.exit_code != 0
     assert "already has issues" in result.output
+
+
+def test_generate_with_rates_makes_patterns_of_known_rates_and_predicts_them(app):
+    result = app.test_cli_runner().invoke(args=[
+        "generate", "--workspace", "ws_rates", "--issues", "3000", "--patterns", "20", "--rates"])
+    assert result.exit_code == 0, result.output
+    rates = re.findall(r"^rate (pat_\w+): (poisson|bursty) ([\d.]+) episodes/day", result.output, re.M)
+    assert len(rates) == 20 and {kind for _, kind, _ in rates} == {"poisson", "bursty"}
+    with app.app_context(), db.connection_context():
+        from models import Prediction
+
+        assert not Issue.in_workspace("ws_rates").where(Issue.pattern.is_null()).exists()
+        assert 2000 < Issue.in_workspace("ws_rates").count() < 4000
+        assert Prediction.in_workspace("ws_rates").count() == 20 * 3
+        assert all("synthetic" in pattern.tags for pattern in Pattern.in_workspace("ws_rates"))

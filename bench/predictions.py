@@ -1,0 +1,132 @@
+"""How good and how fast the recurrence predictions are (models/rates.py, models/predictions.py).
+
+Quality (default): a synthetic workspace from `flask generate --rates` (patterns recurring at
+known rates, half Poisson, half bursty), then the backtest exactly as GET /v1/predictions/accuracy
+returns it, for 7 and 30 days: Brier score, log loss and recall at 0.70 next to the two
+baselines, calibration by decile and its mean absolute error. Also, since the rates are known,
+how far the stored 7-day probabilities are from the true ones.
+
+Scale (--scale): 10,000 patterns over about 1,000,000 issues (generating them takes a minute
+or two), then recompute_all() timed from nothing (every row inserted) and again (steady
+state), and one write-path recompute of a single pattern.
+
+Prints figures, asserts nothing.
+
+    .venv/bin/python bench/predictions.py [--patterns 400] [--issues 60000] [--seed 1]
+    .venv/bin/python bench/predictions.py --scale [--database-url postgresql://...]
+"""
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+WORKSPACE = "ws_bench_rates"
+
+
+def open_app(url):
+    from app import create_app
+
+    return create_app({"DATABASE_URL": url, "JWT_SECRET": "bench-" + "x" * 40, "USE_MOCK": False})
+
+
+def print_accuracy(report):
+    model, baselines = report["model"], report["baselines"]
+    print(f"\nbacktest, window {report['window']}: {report['origins']} origins, {report['samples']} "
+          f"(origin, pattern) pairs, recurrence rate {report['recurrence_rate']}")
+    print(f"  {'':12} {'brier':>8} {'log loss':>9} {'recall@0.70':>12}")
+    for name, scores in (("model", model), ("base rate", baselines["base_rate"]),
+                         ("last window", baselines["last_window"])):
+        print(f"  {name:12} {scores['brier']:>8} {scores['log_loss']:>9} {str(scores['recall_at_threshold']):>12}")
+    print(f"  Brier improvement: {report['brier_improvement']['base_rate']:.1%} over the base rate, "
+          f"{report['brier_improvement']['last_window']:.1%} over the last window")
+    print(f"  calibration error: {model['calibration_error']} (mean over non-empty deciles), "
+          f"{model['weighted_calibration_error']} (weighted by count)")
+    for row in model["calibration"]:
+        if row["count"]:
+            print(f"    [{row['lower']:.1f}, {row['upper']:.1f})  n={row['count']:>6}  predicted "
+                  f"{row['mean_predicted']:.3f}  observed {row['observed']:.3f}")
+
+
+def true_probability(kind, rate, days):
+    return 1 - math.exp(-rate * days)  # episodes (a Poisson pattern's issues are its episodes)
+
+
+def quality(args):
+    from fixtures import synthetic
+    from models import Prediction, db, predictions, schema
+
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/predictions.db"
+    open_app(url)
+    schema.migrate()
+    made = synthetic.generate(WORKSPACE, args.issues, args.patterns, seed=args.seed, rates=True)
+    print(f"generated {made['issues']} issues in {made['patterns']} patterns ({made['seconds']:.1f} s)")
+    with db.connection_context():
+        for days in (7, 30):
+            started = time.perf_counter()
+            report = predictions.accuracy(WORKSPACE, days)
+            print_accuracy(report)
+            print(f"  (backtest took {time.perf_counter() - started:.2f} s)")
+        stored = {p.pattern_id: p.probability for p in Prediction.select().where(Prediction.window_days == 7)}
+    gaps = {"poisson": [], "bursty": []}
+    for pattern_id, (kind, rate, _) in made["rates"].items():
+        if pattern_id in stored:
+            gaps[kind].append(abs(stored[pattern_id] - true_probability(kind, rate, 7)))
+    for kind, values in gaps.items():
+        print(f"\nstored 7-day probability vs the true one ({kind}, {len(values)} patterns): mean |gap| "
+              f"{np.mean(values):.3f}, 90th percentile {np.quantile(values, 0.9):.3f}")
+
+
+def scale(args):
+    from fixtures import synthetic
+    from models import Prediction, db, events, predictions, schema
+
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/predictions.db"
+    open_app(url)
+    schema.migrate()
+    started = time.perf_counter()
+    made = synthetic.generate(WORKSPACE, args.issues, args.patterns, seed=args.seed, rates=True)
+    print(f"generated {made['issues']} issues in {made['patterns']} patterns in {time.perf_counter() - started:.1f} s "
+          f"({url.split(':')[0]})")
+    with db.connection_context():
+        Prediction.delete().execute()
+    for label in ("from nothing (every row inserted)", "again (steady state: only changed rows written)"):
+        started = time.perf_counter()
+        changed = predictions.recompute_all()
+        print(f"recompute_all() {label}: {time.perf_counter() - started:.1f} s, {changed[WORKSPACE]} rows changed")
+    with db.connection_context():
+        busiest = (Prediction.select(Prediction.pattern).where(Prediction.window_days == 7)
+                   .order_by(Prediction.expected_count.desc()).limit(1).scalar())
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            with events.transaction():
+                predictions.recompute(WORKSPACE, [busiest])
+            timings.append(time.perf_counter() - started)
+    print(f"write-path recompute of one pattern ({busiest}): {1000 * min(timings):.1f} ms (best of 5)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", action="store_true")
+    parser.add_argument("--patterns", type=int)
+    parser.add_argument("--issues", type=int)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    if args.scale:
+        args.patterns, args.issues = args.patterns or 10_000, args.issues or 1_000_000
+        scale(args)
+    else:
+        args.patterns, args.issues = args.patterns or 400, args.issues or 60_000
+        quality(args)
+
+
+if __name__ == "__main__":
+    main()
