@@ -40,13 +40,19 @@ class ThresholdSchema(ma.Schema):
 
 
 class ChannelSchema(ma.Schema):
+    # Each type takes exactly its own fields (fields_of_its_type), as the document says.
+    OPENAPI_RULES = {"oneOf": [
+        {"properties": {"type": {"const": kind}}, "required": list(fields),
+         "not": {"anyOf": [{"required": [other]} for other in ("endpoint_id", "url", "to") if other not in fields]}}
+        for kind, fields in CHANNEL_FIELDS.items()]}
     type = ma.fields.String(required=True, validate=ma.validate.OneOf(CHANNEL_TYPES), metadata={
         "description": "in_app: the members' notification feed. webhook: a registered outbound endpoint "
                        "(endpoint_id), sent `alert.fired`. slack: an incoming-webhook URL (url). email: "
                        "addresses (to). Outside channels are queued for the worker to send."})
     endpoint_id = ma.fields.String(validate=ma.validate.Regexp(ID_FORMAT))
-    url = ma.fields.Url(schemes={"https"}, validate=[Length(max=2048), ma.validate.Regexp(
-        "^" + SLACK_PREFIX.replace(".", r"\."), error=f"Must be a Slack incoming-webhook URL ({SLACK_PREFIX}…).")])
+    url = ma.fields.String(validate=[Length(max=2048), ma.validate.Regexp(
+        "^" + SLACK_PREFIX.replace(".", r"\.") + r"[^\s\x00-\x1f\x7f-\x9f]*$",
+        error=f"Must be a Slack incoming-webhook URL ({SLACK_PREFIX}…).")])
     to = ma.fields.List(ma.fields.Email(validate=Length(max=320)), validate=Length(1, 10))
 
     @ma.validates_schema
@@ -72,6 +78,7 @@ class AlertRuleSchema(ma.Schema):
 
 
 class AlertRuleUpdateSchema(ma.Schema):
+    OPENAPI_RULES = {"minProperties": 1}
     name = ma.fields.String(validate=Length(1, 100))
     scope = ma.fields.String(validate=SCOPE, metadata={"description": "global, or pattern:<pattern id>."})
     threshold = ma.fields.Nested(ThresholdSchema)

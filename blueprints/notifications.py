@@ -47,6 +47,7 @@ class ReadAllResultSchema(ma.Schema):
 
 
 class PreferencesUpdateSchema(ma.Schema):
+    OPENAPI_RULES = {"minProperties": 1}
     min_severity = ma.fields.String(validate=ma.validate.OneOf(SEVERITIES), metadata={
         "description": "Only patterns with an issue at least this severe."})
     min_risk = StrictInteger(validate=ma.validate.Range(0, 100), metadata={"description": "Only patterns this risky."})
