@@ -13,7 +13,6 @@ of nearest-centroid accuracy against float32 (8x the bytes), and the hashed part
 points to the dense part alone. The model is loaded once per process, on first use, never at
 import time.
 """
-import collections
 import os
 import re
 import threading
@@ -123,20 +122,7 @@ def decode(blobs):
     return np.hstack([dense, hashed])
 
 
-def parts_cosine(vectors, others):
-    """The similarity of rows of `vectors` with rows of `others` (both uncentred or both
-    centred): the mean of the two parts' cosines, in [-1, 1]."""
-    a, b = split_unit(vectors), split_unit(others)
-    return 0.5 * (a[0] @ b[0].T) + 0.5 * (a[1] @ b[1].T)
-
-
 def split_unit(vectors):
     vectors = np.atleast_2d(vectors)
     return _unit(vectors[:, :DENSE_DIMS]), _unit(vectors[:, DENSE_DIMS:])
 
-
-def shared_features(title_a, text_b, limit=8):
-    """Words two texts share (longest first): evidence a person can read."""
-    words_a = set(_TOKEN.findall(normalised(title_a)))
-    common = collections.Counter(w for w in _TOKEN.findall(text_b) if w in words_a and len(w) > 3)
-    return sorted(common, key=lambda w: (-len(w), w))[:limit]

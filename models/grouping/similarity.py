@@ -285,15 +285,13 @@ class Index:
         self.workspace_id = workspace_id
         self.threshold = GroupingSettings.threshold_of(workspace_id) if threshold is None else threshold
         self.means = SourceProfile.means(workspace_id)
-        self.sums, self.source_weights, self.fingerprints = {}, {}, {}
-        for pattern in (Pattern.select(Pattern.id, Pattern.centroid, Pattern.source_weights,
-                                       Pattern.fingerprint_domain, Pattern.fingerprint_root_cause)
+        self.sums, self.source_weights = {}, {}
+        for pattern in (Pattern.select(Pattern.id, Pattern.centroid, Pattern.source_weights)
                         .where((Pattern.workspace == workspace_id) & (Pattern.status != "merged")
                                & Pattern.centroid.is_null(False))
                         .order_by(Pattern.created_at, Pattern.id)):
             self.sums[pattern.id] = np.frombuffer(bytes(pattern.centroid), np.float32).astype(np.float64)
             self.source_weights[pattern.id] = collections.Counter(pattern.source_weights or {})
-            self.fingerprints[pattern.id] = pattern.fingerprint
         self._patterns, self._stale = _Rows(max(64, len(self.sums))), set(self.sums)
         waiting = (Issue.select(Issue.id, Issue.source, Issue.embedding)
                    .where((Issue.workspace == workspace_id) & Issue.pattern.is_null() & Issue.embedding.is_null(False))
@@ -371,12 +369,11 @@ class Index:
         return Placement(None, ranked[0][1] if ranked else None, self.threshold,
                          Candidate(*ranked[0]) if ranked else None)
 
-    def join(self, pattern_id, vector, source, weight=1.0, fingerprint=None):
+    def join(self, pattern_id, vector, source, weight=1.0):
         """Record in memory that an issue joined (or, with a negative weight, left) a pattern."""
         if pattern_id not in self.sums:
             self.sums[pattern_id] = np.zeros(representation.DIMS)
             self.source_weights[pattern_id] = collections.Counter()
-            self.fingerprints[pattern_id] = fingerprint
         self.sums[pattern_id] = self.sums[pattern_id] + weight * vector
         self.source_weights[pattern_id][source] += weight
         self._stale.add(pattern_id)
