@@ -3,7 +3,7 @@ regroup, the threshold's calibration, and the derived centroids."""
 import numpy as np
 import pytest
 
-from conftest import OTHER_WORKSPACE
+from conftest import OTHER_WORKSPACE, SEED_WORKSPACE
 from models import Issue, Pattern, SourceProfile, db
 from models.grouping import corrections, similarity
 
@@ -40,6 +40,35 @@ def test_reports_alike_form_a_pattern_and_others_wait(client, auth):
     lone = issue(client, headers, cert[0])
     assert lone["pattern_id"] is None and lone["detection"]["method"] == "similarity"
     assert lone["detection"]["reason"] and lone["detection"]["threshold"] == similarity.DEFAULT_THRESHOLD
+
+
+def test_an_explanation_names_the_nearest_earlier_members_with_their_scores(app, client, auth):
+    headers = auth()
+    first = ingest(client, headers, DISK[:2])
+    later = ingest(client, headers, DISK[2:] + CERT[:1])
+    pattern_id = pattern_of(client, headers, first[0])
+    detection = issue(client, headers, later[0])["detection"]
+    assert detection["pattern_id"] == pattern_id
+    nearest = detection["nearest"]
+    # The pattern's members before that write, best first, each with its score against the issue.
+    assert sorted(entry["issue_id"] for entry in nearest) == sorted(first)
+    assert [entry["score"] for entry in nearest] == sorted((entry["score"] for entry in nearest), reverse=True)
+    with app.app_context(), db.connection_context():
+        index = similarity.Index(SEED_WORKSPACE)
+        mine = index.query(*vector_and_source(later[0]))
+        for entry in nearest:
+            theirs = index.query(*vector_and_source(entry["issue_id"]))
+            expected = 0.5 * float(mine[0] @ theirs[0]) + 0.5 * float(mine[1] @ theirs[1])
+            assert entry["score"] == pytest.approx(expected, abs=2e-4)
+    # An issue left waiting names nobody.
+    assert "nearest" not in issue(client, headers, later[1])["detection"]
+
+
+def vector_and_source(issue_id):
+    from models.grouping import representation
+
+    row = Issue.get_by_id(issue_id)
+    return representation.decode_one(row.embedding), row.source
 
 
 def test_patching_a_pattern_pins_the_issue_and_reanalysis_refuses_it(client, auth):

@@ -13,6 +13,8 @@ of nearest-centroid accuracy against float32 (8x the bytes), and the hashed part
 points to the dense part alone. The model is loaded once per process, on first use, never at
 import time.
 """
+import functools
+import importlib.util
 import os
 import re
 import threading
@@ -37,11 +39,48 @@ _TOKEN = re.compile(r"[a-z][a-z0-9_]+")
 
 _model = None
 _model_lock = threading.Lock()
+_EMBED_CHUNK = 64  # texts tokenized and pooled at a time: bounds the transient memory
+
+
+class Model:
+    """WordLlama's bundled model (l2_supercat, 256-d): its tokenizer and its token embeddings,
+    kept in float16 as the wheel stores them. An embedding is the mean of the text's token
+    vectors, summed in float32: what `WordLlama.embed` computes (tests/test_grouping.py checks
+    they agree), without padding every text of a batch to the longest one, and in half the
+    memory (WordLlama widens the table to float32; importing its package costs another 30 MB
+    that a web worker does not need)."""
+
+    def __init__(self, folder):
+        from safetensors import safe_open
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizers", "l2_supercat_tokenizer_config.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        with safe_open(os.path.join(folder, "weights", "l2_supercat_256.safetensors"), framework="np") as weights:
+            self.embedding = np.ascontiguousarray(weights.get_tensor("embedding.weight"), np.float16)
+
+    def embed(self, texts):
+        """Unit vectors (n x 256, float32) for texts."""
+        out = np.zeros((len(texts), self.embedding.shape[1]), np.float32)
+        last = len(self.embedding) - 1
+        for start in range(0, len(texts), _EMBED_CHUNK):
+            encoded = self.tokenizer.encode_batch(texts[start:start + _EMBED_CHUNK], add_special_tokens=False)
+            for row, encoding in enumerate(encoded, start):
+                if encoding.ids:
+                    ids = np.minimum(np.asarray(encoding.ids), last)
+                    out[row] = self.embedding[ids].sum(0, dtype=np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def model_folder():
+    """The installed wordllama package's folder, found without importing it."""
+    return importlib.util.find_spec("wordllama").submodule_search_locations[0]
 
 
 def model():
-    """The WordLlama model, loaded once per process from the package's own folder (its default
-    lookup misses the bundled tokenizer and would try the network)."""
+    """The model, loaded once per process from the wordllama wheel's own files (nothing is
+    fetched), on first use."""
     global _model
     if _model is None:
         with _model_lock:
@@ -49,10 +88,7 @@ def model():
                 # Tokenizing is single-threaded here; this also keeps the Rust tokenizer quiet
                 # when gunicorn forks workers after the master loaded the model.
                 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-                import wordllama
-
-                _model = wordllama.WordLlama.load(cache_dir=os.path.dirname(wordllama.__file__),
-                                                  disable_download=True)
+                _model = Model(model_folder())
     return _model
 
 
@@ -64,14 +100,21 @@ def normalised(title, description=""):
     return text
 
 
+@functools.lru_cache(maxsize=16_384)
+def _word_positions(word):
+    """The bits of a word and of its character 4-grams (the same words recur in every report)."""
+    padded = f" {word} "
+    features = {word} | {padded[i:i + 4] for i in range(len(padded) - 3)}
+    return [zlib.crc32(feature.encode()) % HASHED_DIMS for feature in features]
+
+
 def _hashed_bits(text):
     tokens = _TOKEN.findall(text)
-    features = set(tokens) | {f"{a} {b}" for a, b in zip(tokens, tokens[1:])}
+    positions = [zlib.crc32(f"{a} {b}".encode()) % HASHED_DIMS for a, b in set(zip(tokens, tokens[1:]))]
     for word in set(tokens):
-        padded = f" {word} "
-        features.update(padded[i:i + 4] for i in range(len(padded) - 3))
+        positions += _word_positions(word)
     bits = np.zeros(HASHED_DIMS, np.uint8)
-    bits[[zlib.crc32(feature.encode()) % HASHED_DIMS for feature in features]] = 1
+    bits[positions] = 1
     return bits
 
 
@@ -79,7 +122,7 @@ def encode(texts):
     """Stored representations (bytes) for normalised texts."""
     if not texts:
         return []
-    dense = model().embed(list(texts), norm=True)
+    dense = model().embed(list(texts))
     scale = np.maximum(np.abs(dense).max(1, keepdims=True), 1e-9)
     nibbles = (np.round(dense / scale * DENSE_LEVELS) + 8).astype(np.uint8)
     packed_dense = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
@@ -93,7 +136,8 @@ def represent(items):
 
 
 def _unit(matrix):
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-9)
+    norms = np.sqrt(np.einsum("...i,...i->...", matrix, matrix))
+    return matrix / np.maximum(norms, 1e-9)[..., None]
 
 
 def decode_one(blob, _cache={}):

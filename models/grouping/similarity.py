@@ -23,7 +23,7 @@ import numpy as np
 import peewee as pw
 
 from ..accounts import Workspace
-from ..base import BaseModel, db, is_postgres, prepared_rows, utcnow
+from ..base import BaseModel, db, is_postgres, utcnow
 from ..issues import Issue
 from ..patterns import Pattern
 from . import representation
@@ -223,6 +223,12 @@ def _split_unit(matrix):
     return dense, hashed
 
 
+def _query(centred):
+    """A centred vector's two unit parts (float32), as the rows' products take them."""
+    dense, hashed = _split_unit(centred.astype(np.float32))
+    return dense[0], hashed[0]
+
+
 class _Rows:
     """Centred unit rows (dense and hashed parts) by id, in preallocated arrays: adding,
     replacing or removing one row costs one row, and scoring all of them is two products."""
@@ -257,11 +263,12 @@ class _Rows:
             self.dense[row] = 0
             self.hashed[row] = 0
 
-    def scores(self, centred):
-        """(ids, scores) of every row (removed ones score 0 and have id None)."""
-        dense, hashed = _split_unit(centred.astype(np.float32))
+    def scores(self, query):
+        """(ids, scores) of every row against a query split by _query() (removed rows score 0
+        and have id None)."""
+        dense, hashed = query
         count = len(self.ids)
-        return self.ids, 0.5 * (self.dense[:count] @ dense[0]) + 0.5 * (self.hashed[:count] @ hashed[0])
+        return self.ids, 0.5 * (self.dense[:count] @ dense) + 0.5 * (self.hashed[:count] @ hashed)
 
 
 def _top(ids, scores, count):
@@ -321,21 +328,30 @@ class Index:
                 self._waiting_rows.set(issue_id, self.centred(vector, source))
         self._waiting_stale.clear()
 
-    def scores(self, vector, source, count=None):
-        """[(pattern id, score)], best first (all of them, or the `count` best)."""
+    def query(self, vector, source):
+        """A raw vector as scoring takes it: centred, its two parts unit (computed once per
+        issue placed, whatever it is scored against)."""
+        return _query(self.centred(vector, source))
+
+    def scores(self, query, count=None):
+        """[(pattern id, score)] for a query, best first (all of them, or the `count` best)."""
         self._refresh()
         if not len(self._patterns):
             return []
-        ids, scores = self._patterns.scores(self.centred(vector, source))
+        ids, scores = self._patterns.scores(query)
         return _top(ids, scores, count or len(ids))
 
     def score_of(self, pattern_id, vector, source):
-        """The score with one pattern, or None when it has no centroid."""
+        """The score of a raw vector with one pattern, or None when it has no centroid."""
+        return self._score_of(pattern_id, self.query(vector, source))
+
+    def _score_of(self, pattern_id, query):
         self._refresh()
         if pattern_id not in self._patterns:
             return None
-        ids, scores = self._patterns.scores(self.centred(vector, source))
-        return float(scores[self._patterns.position[pattern_id]])
+        dense, hashed = query
+        row = self._patterns.position[pattern_id]
+        return float(0.5 * (self._patterns.dense[row] @ dense) + 0.5 * (self._patterns.hashed[row] @ hashed))
 
     def pattern_rows(self):
         """(ids, dense rows, hashed rows) of the patterns with a centroid, centred."""
@@ -343,26 +359,27 @@ class Index:
         rows = [row for row, key in enumerate(self._patterns.ids) if key is not None]
         return ([self._patterns.ids[row] for row in rows], self._patterns.dense[rows], self._patterns.hashed[rows])
 
-    def waiting_scores(self, vector, source, count=1):
+    def waiting_scores(self, query, count=1):
         self._refresh()
         if not len(self._waiting_rows):
             return []
-        ids, scores = self._waiting_rows.scores(self.centred(vector, source))
+        ids, scores = self._waiting_rows.scores(query)
         return _top(ids, scores, count)
 
     def place(self, vector, source, current=None):
         """Where an issue with this (raw) vector goes. `current`: its pattern today, kept while
         it still clears the threshold (an edit should not move an issue for a hair's breadth)."""
-        ranked = self.scores(vector, source, count=2)
+        query = self.query(vector, source)
+        ranked = self.scores(query, count=2)
         if current is not None:
-            mine = self.score_of(current, vector, source)
+            mine = self._score_of(current, query)
             if mine is not None and mine >= self.threshold:
                 other = next((Candidate(p, s) for p, s in ranked if p != current), None)
                 return Placement(current, mine, self.threshold, other)
         runner_up = Candidate(*ranked[1]) if len(ranked) > 1 else None
         if ranked and ranked[0][1] >= self.threshold:
             return Placement(ranked[0][0], ranked[0][1], self.threshold, runner_up)
-        pairs = self.waiting_scores(vector, source)
+        pairs = self.waiting_scores(query)
         if pairs and pairs[0][1] >= self.threshold + PAIR_MARGIN:
             return Placement(None, pairs[0][1], self.threshold, Candidate(*ranked[0]) if ranked else None,
                              paired_with=pairs[0][0])
@@ -407,29 +424,42 @@ class Index:
         self._waiting_stale = set(self.waiting)
 
 
-class Members:
-    """A pattern's most recent members, centred, for naming the nearest ones to an issue."""
+MEMBERS_COMPARED = 10  # a pattern's most recent members an explanation compares an issue with
+_UNITED = 200  # patterns read per statement (SQLite unites at most 500 selects)
 
-    LIMIT = 10
 
-    def __init__(self, pattern_id, index):
-        self.index = index
-        rows = prepared_rows("grouping.Members", lambda pattern_id: (
-            Issue.select(Issue.id, Issue.source, Issue.embedding)
-            .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False))
-            .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(self.LIMIT)), pattern_id=pattern_id)
-        self.ids = [issue_id for issue_id, _, _ in rows]
-        raw = representation.decode([bytes(embedding) for _, _, embedding in rows])
-        self.matrix = _split_unit(np.array([index.centred(v, source) for v, (_, source, _) in zip(raw, rows)])) \
-            if rows else None
-
-    def nearest(self, issue, limit=NEAREST_SHOWN):
-        if self.matrix is None or issue.embedding is None:
-            return []
-        mine = _split_unit(self.index.centred(representation.decode_one(issue.embedding), issue.source))
-        scores = 0.5 * (self.matrix[0] @ mine[0][0]) + 0.5 * (self.matrix[1] @ mine[1][0])
-        order = [i for i in np.argsort(-scores, kind="stable") if self.ids[i] != issue.id][:limit]
-        return [{"issue_id": self.ids[i], "score": round(float(scores[i]), 4)} for i in order]
+def nearest_members(index, wanted, limit=NEAREST_SHOWN):
+    """For [(issue, pattern id)], the pattern's members most like each issue, among its
+    MEMBERS_COMPARED most recent: {issue id: [{"issue_id", "score"}, ...]}, best first (the
+    evidence a person can open). The members of all the patterns are read at once: one
+    statement per _UNITED patterns, each part using the (pattern, created) index."""
+    pattern_ids = sorted({pattern_id for _, pattern_id in wanted})
+    rows = []
+    for start in range(0, len(pattern_ids), _UNITED):
+        chunk = pattern_ids[start:start + _UNITED]
+        part = ('SELECT * FROM (SELECT "pattern_id", "id", "source", "embedding" FROM "issue" '
+                f'WHERE "pattern_id" = {db.param} AND "embedding" IS NOT NULL '
+                f'ORDER BY "created_at" DESC, "id" DESC LIMIT {MEMBERS_COMPARED}) AS "part{{}}"')
+        sql = " UNION ALL ".join(part.format(number) for number in range(len(chunk)))
+        rows += db.execute_sql(sql, chunk).fetchall()
+    if not rows:
+        return {issue.id: [] for issue, _ in wanted}
+    raw = representation.decode([bytes(embedding) for _, _, _, embedding in rows])
+    dense, hashed = _split_unit(np.array([index.centred(v, row[2]) for v, row in zip(raw, rows)]))
+    by_pattern = collections.defaultdict(list)
+    for position, row in enumerate(rows):
+        by_pattern[row[0]].append(position)
+    found = {}
+    for issue, pattern_id in wanted:
+        positions = by_pattern.get(pattern_id)
+        if not positions or issue.embedding is None:
+            found[issue.id] = []
+            continue
+        mine_dense, mine_hashed = index.query(representation.decode_one(issue.embedding), issue.source)
+        scores = 0.5 * (dense[positions] @ mine_dense) + 0.5 * (hashed[positions] @ mine_hashed)
+        order = [i for i in np.argsort(-scores, kind="stable") if rows[positions[i]][1] != issue.id][:limit]
+        found[issue.id] = [{"issue_id": rows[positions[i]][1], "score": round(float(scores[i]), 4)} for i in order]
+    return found
 
 
 def representative_title(titles_and_vectors):
