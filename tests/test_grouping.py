@@ -269,3 +269,19 @@ def test_regroup_embeds_issues_stored_without_a_representation(app):
         pattern = Pattern.get_by_id("pat_01xyz789")
         assert pattern.centroid is not None
     derived_data_is_exact(app)
+
+
+def test_the_model_embeds_as_wordllama_does():
+    """Our pooling of WordLlama's bundled table (float16, per text) against the package's own
+    inference (float32, padded batches)."""
+    import os
+
+    import wordllama
+
+    from models.grouping import representation
+
+    reference = wordllama.WordLlama.load(cache_dir=os.path.dirname(wordllama.__file__), disable_download=True)
+    texts = DISK + CERT + ["ünïcödé ☃ — ταυτότητα", "word " * 2_000, "x"]
+    ours = representation.model().embed(texts)
+    assert np.abs(ours - reference.embed(texts, norm=True)).max() < 1e-5
+    assert not representation.model().embed([""]).any()  # nothing to pool: a zero vector, not NaN
