@@ -425,40 +425,44 @@ class Index:
 
 
 MEMBERS_COMPARED = 10  # a pattern's most recent members an explanation compares an issue with
-_UNITED = 200  # patterns read per statement (SQLite unites at most 500 selects)
+_UNITED = 50  # patterns whose members one statement reads (and one set of arrays holds)
 
 
 def nearest_members(index, wanted, limit=NEAREST_SHOWN):
     """For [(issue, pattern id)], the pattern's members most like each issue, among its
     MEMBERS_COMPARED most recent: {issue id: [{"issue_id", "score"}, ...]}, best first (the
-    evidence a person can open). The members of all the patterns are read at once: one
-    statement per _UNITED patterns, each part using the (pattern, created) index."""
-    pattern_ids = sorted({pattern_id for _, pattern_id in wanted})
-    rows = []
+    evidence a person can open). Members are read _UNITED patterns at a time, in one statement
+    (a LIMIT per pattern, each part using the (pattern, created) index)."""
+    askers = collections.defaultdict(list)
+    for issue, pattern_id in wanted:
+        askers[pattern_id].append(issue)
+    found = {issue.id: [] for issue, _ in wanted}
+    pattern_ids = sorted(askers)
     for start in range(0, len(pattern_ids), _UNITED):
         chunk = pattern_ids[start:start + _UNITED]
         part = ('SELECT * FROM (SELECT "pattern_id", "id", "source", "embedding" FROM "issue" '
                 f'WHERE "pattern_id" = {db.param} AND "embedding" IS NOT NULL '
                 f'ORDER BY "created_at" DESC, "id" DESC LIMIT {MEMBERS_COMPARED}) AS "part{{}}"')
-        sql = " UNION ALL ".join(part.format(number) for number in range(len(chunk)))
-        rows += db.execute_sql(sql, chunk).fetchall()
-    if not rows:
-        return {issue.id: [] for issue, _ in wanted}
-    raw = representation.decode([bytes(embedding) for _, _, _, embedding in rows])
-    dense, hashed = _split_unit(np.array([index.centred(v, row[2]) for v, row in zip(raw, rows)]))
-    by_pattern = collections.defaultdict(list)
-    for position, row in enumerate(rows):
-        by_pattern[row[0]].append(position)
-    found = {}
-    for issue, pattern_id in wanted:
-        positions = by_pattern.get(pattern_id)
-        if not positions or issue.embedding is None:
-            found[issue.id] = []
+        rows = db.execute_sql(" UNION ALL ".join(part.format(n) for n in range(len(chunk))), chunk).fetchall()
+        if not rows:
             continue
-        mine_dense, mine_hashed = index.query(representation.decode_one(issue.embedding), issue.source)
-        scores = 0.5 * (dense[positions] @ mine_dense) + 0.5 * (hashed[positions] @ mine_hashed)
-        order = [i for i in np.argsort(-scores, kind="stable") if rows[positions[i]][1] != issue.id][:limit]
-        found[issue.id] = [{"issue_id": rows[positions[i]][1], "score": round(float(scores[i]), 4)} for i in order]
+        vectors = representation.decode([bytes(embedding) for _, _, _, embedding in rows])
+        sources = np.array([source for _, _, source, _ in rows])
+        for source in set(sources) & set(index.means):
+            vectors[sources == source] -= index.means[source].astype(np.float32)
+        dense, hashed = _split_unit(vectors)
+        by_pattern = collections.defaultdict(list)
+        for position, (pattern_id, *_) in enumerate(rows):
+            by_pattern[pattern_id].append(position)
+        for pattern_id, positions in by_pattern.items():
+            ids = [rows[i][1] for i in positions]
+            for issue in askers[pattern_id]:
+                if issue.embedding is None:
+                    continue
+                mine_dense, mine_hashed = index.query(representation.decode_one(issue.embedding), issue.source)
+                scores = 0.5 * (dense[positions] @ mine_dense) + 0.5 * (hashed[positions] @ mine_hashed)
+                order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != issue.id][:limit]
+                found[issue.id] = [{"issue_id": ids[i], "score": round(float(scores[i]), 4)} for i in order]
     return found
 
 
