@@ -141,7 +141,7 @@ class Grouper:
         self.workspace_id, self.now = workspace_id, now
         self.created = set()
         self.fresh = set()  # issues this write created: their issue.created event says it all
-        self._unexplained = []  # (issue, pattern id): explanations whose nearest members flush() adds
+        self._members = None  # similarity.Members, read as explanations need them
         self._unsaved = {}  # issue id -> Issue whose link or explanation flush() must save
         self.issues = {}  # id -> (link before this write, the Issue as the write leaves it)
         self.patterns = _patterns(workspace_id, keys)
@@ -176,7 +176,6 @@ class Grouper:
     def flush(self):
         """Save the links and explanations placement changed, in one statement run per issue
         (building a query per issue cost more than the database's work)."""
-        self._add_nearest()
         if not self._unsaved:
             return
         detection = f"{db.param}::jsonb" if is_postgres() else f"json({db.param})"
@@ -285,25 +284,19 @@ class Grouper:
                 [(issue.title, vector), (partner.title, representation.decode_one(partner.embedding))])
         return self._create_pattern(name, fingerprint, "Detected automatically: these issues read alike.")
 
-    def _add_nearest(self):
-        """Add to each new explanation the pattern's members most like the issue, among its
-        most recent before this write (read for all of them at once, before the write's links
-        are saved)."""
-        wanted = [(issue, pattern_id) for issue, pattern_id in self._unexplained
-                  if (issue.detection or {}).get("pattern_id") == pattern_id]  # not explained again since
-        if wanted:
-            found = similarity.nearest_members(self.index, wanted)
-            for issue, _ in wanted:
-                issue.detection["nearest"] = found[issue.id]
-        self._unexplained.clear()
+    def _nearest(self, pattern_id, issue, query=None):
+        """The pattern's members most like the issue, among its 10 most recent before this
+        write (read once per pattern per write)."""
+        if self._members is None:
+            self._members = similarity.Members(self.index)
+        return self._members.nearest(issue, pattern_id, query)
 
     def _explain(self, issue, placement, pattern_id, paired_with=None):
         """Keep why the issue is where it is (or waits) with it."""
         explanation = placement.explain()
         explanation["pattern_id"] = pattern_id
         if pattern_id is not None:
-            explanation["nearest"] = []  # filled in by flush()
-            self._unexplained.append((issue, pattern_id))
+            explanation["nearest"] = self._nearest(pattern_id, issue, None if paired_with else placement.query)
         if paired_with is not None:
             explanation["paired_with"] = paired_with
         vocabulary = issue.detection or {}

@@ -23,7 +23,7 @@ import numpy as np
 import peewee as pw
 
 from ..accounts import Workspace
-from ..base import BaseModel, db, is_postgres, utcnow
+from ..base import BaseModel, db, is_postgres, prepared_rows, utcnow
 from ..issues import Issue
 from ..patterns import Pattern
 from . import representation
@@ -203,6 +203,7 @@ class Placement:
     threshold: float
     runner_up: Candidate | None = None
     paired_with: str | None = None  # the waiting issue a new pattern is formed with
+    query: tuple | None = dataclasses.field(default=None, repr=False, compare=False)  # the issue's, as scored
 
     def explain(self):
         explanation = {"method": "similarity", "pattern_id": self.pattern_id,
@@ -225,8 +226,9 @@ def _split_unit(matrix):
 
 def _query(centred):
     """A centred vector's two unit parts (float32), as the rows' products take them."""
-    dense, hashed = _split_unit(centred.astype(np.float32))
-    return dense[0], hashed[0]
+    vector = centred.astype(np.float32)
+    dense, hashed = vector[:representation.DENSE_DIMS], vector[representation.DENSE_DIMS:]
+    return dense / max(float(np.sqrt(dense @ dense)), 1e-9), hashed / max(float(np.sqrt(hashed @ hashed)), 1e-9)
 
 
 class _Rows:
@@ -370,6 +372,11 @@ class Index:
         """Where an issue with this (raw) vector goes. `current`: its pattern today, kept while
         it still clears the threshold (an edit should not move an issue for a hair's breadth)."""
         query = self.query(vector, source)
+        placement = self._place(query, current)
+        placement.query = query
+        return placement
+
+    def _place(self, query, current):
         ranked = self.scores(query, count=2)
         if current is not None:
             mine = self._score_of(current, query)
@@ -424,46 +431,40 @@ class Index:
         self._waiting_stale = set(self.waiting)
 
 
-MEMBERS_COMPARED = 10  # a pattern's most recent members an explanation compares an issue with
-_UNITED = 50  # patterns whose members one statement reads (and one set of arrays holds)
+class Members:
+    """Patterns' most recent members, centred, for naming the ones nearest an issue (the
+    evidence a person can open). Each pattern's are read once, on first use, as they were
+    before the write that explains."""
 
+    LIMIT = 10
 
-def nearest_members(index, wanted, limit=NEAREST_SHOWN):
-    """For [(issue, pattern id)], the pattern's members most like each issue, among its
-    MEMBERS_COMPARED most recent: {issue id: [{"issue_id", "score"}, ...]}, best first (the
-    evidence a person can open). Members are read _UNITED patterns at a time, in one statement
-    (a LIMIT per pattern, each part using the (pattern, created) index)."""
-    askers = collections.defaultdict(list)
-    for issue, pattern_id in wanted:
-        askers[pattern_id].append(issue)
-    found = {issue.id: [] for issue, _ in wanted}
-    pattern_ids = sorted(askers)
-    for start in range(0, len(pattern_ids), _UNITED):
-        chunk = pattern_ids[start:start + _UNITED]
-        part = ('SELECT * FROM (SELECT "pattern_id", "id", "source", "embedding" FROM "issue" '
-                f'WHERE "pattern_id" = {db.param} AND "embedding" IS NOT NULL '
-                f'ORDER BY "created_at" DESC, "id" DESC LIMIT {MEMBERS_COMPARED}) AS "part{{}}"')
-        rows = db.execute_sql(" UNION ALL ".join(part.format(n) for n in range(len(chunk))), chunk).fetchall()
-        if not rows:
-            continue
-        vectors = representation.decode([bytes(embedding) for _, _, _, embedding in rows])
-        sources = np.array([source for _, _, source, _ in rows])
-        for source in set(sources) & set(index.means):
-            vectors[sources == source] -= index.means[source].astype(np.float32)
-        dense, hashed = _split_unit(vectors)
-        by_pattern = collections.defaultdict(list)
-        for position, (pattern_id, *_) in enumerate(rows):
-            by_pattern[pattern_id].append(position)
-        for pattern_id, positions in by_pattern.items():
-            ids = [rows[i][1] for i in positions]
-            for issue in askers[pattern_id]:
-                if issue.embedding is None:
-                    continue
-                mine_dense, mine_hashed = index.query(representation.decode_one(issue.embedding), issue.source)
-                scores = 0.5 * (dense[positions] @ mine_dense) + 0.5 * (hashed[positions] @ mine_hashed)
-                order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != issue.id][:limit]
-                found[issue.id] = [{"issue_id": ids[i], "score": round(float(scores[i]), 4)} for i in order]
-    return found
+    def __init__(self, index):
+        self.index = index
+        self._read = {}  # pattern id -> (member ids, centred dense rows, centred hashed rows)
+
+    def _of(self, pattern_id):
+        if pattern_id not in self._read:
+            rows = prepared_rows("grouping.Members", lambda pattern_id: (
+                Issue.select(Issue.id, Issue.source, Issue.embedding)
+                .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False))
+                .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(self.LIMIT)), pattern_id=pattern_id)
+            vectors = representation.decode([bytes(embedding) for _, _, embedding in rows])
+            sources = [source for _, source, _ in rows]
+            for source in set(sources) & set(self.index.means):
+                vectors[[n for n, s in enumerate(sources) if s == source]] -= self.index.means[source].astype(np.float32)
+            self._read[pattern_id] = ([issue_id for issue_id, _, _ in rows], *_split_unit(vectors))
+        return self._read[pattern_id]
+
+    def nearest(self, issue, pattern_id, query=None, limit=NEAREST_SHOWN):
+        """[{"issue_id", "score"}] of the pattern's members most like the issue, best first.
+        `query`: the issue's Index.query(), when the caller has it."""
+        ids, dense, hashed = self._of(pattern_id)
+        if not ids or issue.embedding is None:
+            return []
+        mine_dense, mine_hashed = query or self.index.query(representation.decode_one(issue.embedding), issue.source)
+        scores = 0.5 * (dense @ mine_dense) + 0.5 * (hashed @ mine_hashed)
+        order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != issue.id][:limit]
+        return [{"issue_id": ids[i], "score": round(float(scores[i]), 4)} for i in order]
 
 
 def representative_title(titles_and_vectors):
