@@ -105,7 +105,10 @@ def workspace(tag):
 
     folder = tempfile.mkdtemp(prefix=f"causeloop-grouping-{tag}-")
     app = create_app({"DATABASE_URL": f"sqlite:///{folder}/grouping.db", "USE_MOCK": True,
-                      "TESTING": True, "RATE_LIMIT": "1000000/minute", "LOG_LEVEL": "WARNING"})
+                      "TESTING": True, "RATE_LIMIT": "1000000/minute", "LOG_LEVEL": "WARNING",
+                      # No task consumer: nothing here is delivered, and its sweeper would
+                      # outlive this run's temporary database.
+                      "WORKER": "external"})
     database = db.obj
     try:
         with app.app_context(), db.connection_context():
