@@ -254,9 +254,14 @@ class Grouper:
         before = issue.pattern_id
         index.forget(self.issues[issue.id][0] if issue.id in self.issues else issue.link)  # not judged against itself
         placement = index.place(vector, issue.source, current=before)
+        while placement.pattern_id is None and placement.paired_with:
+            partner = self.track(Issue.get_by_id(placement.paired_with))
+            if partner.pattern_id is None and not partner.pinned and not by_fingerprint(partner.detection):
+                break
+            index.stop_waiting(partner.id)  # placed by its fingerprint, or by a person meanwhile
+            placement = index.place(vector, issue.source, current=before)
         pattern_id = placement.pattern_id
         if pattern_id is None and placement.paired_with:
-            partner = self.track(Issue.get_by_id(placement.paired_with))
             pattern_id = self._pattern_from_pair(issue, partner, vector)
             index.stop_waiting(partner.id)
             index.join(pattern_id, representation.decode_one(partner.embedding), partner.source,

@@ -285,3 +285,26 @@ def test_the_model_embeds_as_wordllama_does():
     ours = representation.model().embed(texts)
     assert np.abs(ours - reference.embed(texts, norm=True)).max() < 1e-5
     assert not representation.model().embed([""]).any()  # nothing to pool: a zero vector, not NaN
+
+
+def test_an_issue_a_person_unlinked_is_never_paired_by_later_reports(client, auth):
+    headers = auth()
+    first = ingest(client, headers, DISK[:1])[0]
+    response = client.patch(f"/v1/issues/{first}", headers=headers, json={"pattern_id": None})
+    assert response.status_code == 200 and response.get_json()["pinned"] is True
+    later = ingest(client, headers, DISK[1:])
+    assert issue(client, headers, first)["pattern_id"] is None
+    assert len({pattern_of(client, headers, issue_id) for issue_id in later} - {None}) == 1  # they pair
+
+
+def test_an_issue_waiting_on_its_fingerprint_is_not_paired_by_similarity(client, auth):
+    headers = auth()
+    fingerprint = {"domain": "storage", "root_cause": "disk_full"}
+    response = client.post("/v1/ingest/batch", headers=headers, json={"records": [
+        {"title": DISK[0], "source": "tests", "fingerprint": fingerprint}]})
+    assert response.status_code == 202, response.get_json()
+    first = response.get_json()["issue_ids"][0]
+    assert issue(client, headers, first)["pattern_id"] is None  # the fingerprint has not recurred
+    ingest(client, headers, DISK[1:])
+    assert issue(client, headers, first)["pattern_id"] is None
+    assert issue(client, headers, first)["detection"]["method"] == "provided"
