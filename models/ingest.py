@@ -142,6 +142,8 @@ class Grouper:
         self.created = set()
         self.fresh = set()  # issues this write created: their issue.created event says it all
         self._members = None  # similarity.Members, read as explanations need them
+        self._grown = set()  # patterns similarity placement created or grew in this write
+        self._counted = {}  # issue id -> (pattern id, weight) it joined in the index in this write
         self._unsaved = {}  # issue id -> Issue whose link or explanation flush() must save
         self.issues = {}  # id -> (link before this write, the Issue as the write leaves it)
         self.patterns = _patterns(workspace_id, keys)
@@ -170,6 +172,7 @@ class Grouper:
     def moves(self):
         """(link before, link after) of every issue the write touched, for links_changed (the
         links are saved first)."""
+        self.adopt_waiting()
         self.flush()
         return [(before, issue.link) for before, issue in self.issues.values()]
 
@@ -252,7 +255,7 @@ class Grouper:
         vector = representation.decode_one(issue.embedding)
         index.stop_waiting(issue.id)
         before = issue.pattern_id
-        index.forget(self.issues[issue.id][0] if issue.id in self.issues else issue.link)  # not judged against itself
+        self._uncount(issue, vector)  # not judged against itself
         placement = index.place(vector, issue.source, current=before)
         while placement.pattern_id is None and placement.paired_with:
             partner = self.track(Issue.get_by_id(placement.paired_with))
@@ -264,17 +267,49 @@ class Grouper:
         if pattern_id is None and placement.paired_with:
             pattern_id = self._pattern_from_pair(issue, partner, vector)
             index.stop_waiting(partner.id)
-            index.join(pattern_id, representation.decode_one(partner.embedding), partner.source,
-                       partner.link.weight)
+            self._count(partner, pattern_id, representation.decode_one(partner.embedding))
             self._link(partner, pattern_id)
             self._explain(partner, placement, pattern_id, paired_with=issue.id)
             placement.pattern_id = pattern_id
         if pattern_id is not None:
-            index.join(pattern_id, vector, issue.source, issue.link.weight)
+            self._count(issue, pattern_id, vector)
+            self._grown.add(pattern_id)
         else:
             index.wait(issue.id, vector, issue.source)
         self._explain(issue, placement, pattern_id)
         self._link(issue, pattern_id, explained=True)
+
+    def adopt_waiting(self, rounds=3):
+        """Waiting issues that now clear the threshold with a pattern this write created or
+        grew are placed again (that pattern did not exist, or was farther, when they arrived;
+        without this they would wait until a report pairs with them, or a regroup). Each
+        adoption may grow a pattern in turn: a few rounds."""
+        for _ in range(rounds):
+            grown, self._grown = self._grown, set()
+            if not grown or self._index is None:
+                return
+            candidates = self._index.waiting_matches(grown)
+            stored = {issue.id: issue for issue in for_update(Issue.select().where(Issue.id.in_(candidates)))}
+            for issue_id in candidates:
+                issue = self.track(stored[issue_id]) if issue_id in stored else None
+                if issue is None or issue.pattern_id is not None or issue.pinned or by_fingerprint(issue.detection):
+                    self._index.stop_waiting(issue_id)
+                    continue
+                self._place_by_similarity(issue)
+
+    def _count(self, issue, pattern_id, vector):
+        """Add the issue to the in-memory centroid of the pattern it joins in this write."""
+        self.index.join(pattern_id, vector, issue.source, issue.link.weight)
+        self._counted[issue.id] = (pattern_id, issue.link.weight)
+
+    def _uncount(self, issue, vector):
+        """Take the issue out of the in-memory centroid it counts in: the one it joined in
+        this write, else the one it belonged to before the write."""
+        if issue.id in self._counted:
+            pattern_id, weight = self._counted.pop(issue.id)
+            self.index.join(pattern_id, vector, issue.source, -weight)
+        else:
+            self.index.forget(self.issues[issue.id][0] if issue.id in self.issues else issue.link)
 
     def _pattern_from_pair(self, issue, partner, vector):
         """A new pattern from two issues: named and fingerprinted by the vocabulary's best
@@ -382,6 +417,7 @@ def ingest(workspace_id, records):
                 grouper.place(issue, rule_pattern)
                 placed.add(issue.id)
             ids.append(issue.id)
+        grouper.adopt_waiting()
         for issue in created.values():  # after placement: the event shows where it went
             events.record(workspace_id, "issue.created", issue=issue)
         Pattern.links_changed(workspace_id, grouper.moves(), new=grouper.created, rescore=True)

@@ -308,3 +308,36 @@ def test_an_issue_waiting_on_its_fingerprint_is_not_paired_by_similarity(client,
     ingest(client, headers, DISK[1:])
     assert issue(client, headers, first)["pattern_id"] is None
     assert issue(client, headers, first)["detection"]["method"] == "provided"
+
+
+def test_a_waiting_issue_joins_a_pattern_formed_after_it_arrived(app, client, auth):
+    """W waits; later X and Y pair into a pattern close enough to W: W joins it in that write,
+    instead of waiting for a report to pair with it."""
+    from models import events
+    from models.base import utcnow
+    from models.grouping.similarity import GroupingSettings
+    from models.ingest import Grouper
+
+    headers = auth()
+    with app.app_context(), db.connection_context():
+        GroupingSettings.insert(workspace=SEED_WORKSPACE, threshold=0.99).execute()  # nothing pairs
+    w, x, y = ingest(client, headers, ["OSError: [Errno 28] No space left on device while writing /tmp/upload.bin",
+                                       DISK[0], DISK[1]])
+    with app.app_context(), db.connection_context():
+        probe = similarity.Index(SEED_WORKSPACE)
+        raw = {issue_id: vector_and_source(issue_id) for issue_id in (w, x, y)}
+        qw, qx, qy = (probe.query(*raw[issue_id]) for issue_id in (w, x, y))
+        score = lambda a, b: 0.5 * float(a[0] @ b[0]) + 0.5 * float(a[1] @ b[1])  # noqa: E731
+        pattern = probe.query(raw[x][0] + raw[y][0] - probe.means[raw[x][1]], raw[y][1])  # X + Y, centred
+        threshold = min(score(qw, pattern), score(qx, qy) - similarity.PAIR_MARGIN) - 0.001
+        assert score(qw, qx) < threshold + similarity.PAIR_MARGIN  # W never pairs with X itself
+        with events.transaction():
+            grouper = Grouper(SEED_WORKSPACE, utcnow(), similarity_index=similarity.Index(SEED_WORKSPACE, threshold))
+            for issue_id in (x, y):
+                grouper.place(grouper.track(Issue.get_by_id(issue_id)))
+            Pattern.links_changed(SEED_WORKSPACE, grouper.moves(), new=grouper.created)
+    formed = pattern_of(client, headers, x)
+    assert formed is not None and pattern_of(client, headers, y) == formed
+    adopted = issue(client, headers, w)
+    assert adopted["pattern_id"] == formed
+    assert adopted["detection"]["method"] == "similarity" and adopted["detection"]["score"] >= threshold

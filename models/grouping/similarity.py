@@ -395,6 +395,19 @@ class Index:
         return Placement(None, ranked[0][1] if ranked else None, self.threshold,
                          Candidate(*ranked[0]) if ranked else None)
 
+    def waiting_matches(self, pattern_ids):
+        """The waiting issues (oldest first) that clear the threshold with one of these
+        patterns."""
+        self._refresh()
+        rows = [self._patterns.position[pattern_id] for pattern_id in pattern_ids if pattern_id in self._patterns]
+        count = len(self._waiting_rows.ids)
+        if not rows or not len(self._waiting_rows):
+            return []
+        scores = (0.5 * (self._waiting_rows.dense[:count] @ self._patterns.dense[rows].T)
+                  + 0.5 * (self._waiting_rows.hashed[:count] @ self._patterns.hashed[rows].T))
+        ids = self._waiting_rows.ids
+        return [ids[row] for row in np.flatnonzero(scores.max(axis=1) >= self.threshold) if ids[row] is not None]
+
     def join(self, pattern_id, vector, source, weight=1.0):
         """Record in memory that an issue joined (or, with a negative weight, left) a pattern."""
         if pattern_id not in self.sums:
