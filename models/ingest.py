@@ -137,8 +137,13 @@ class Grouper:
     fingerprint once per write, and keeps each issue the write touches as one object with its
     link before the write, for links_changed."""
 
-    def __init__(self, workspace_id, now, keys=(), similarity_index=None):
-        self.workspace_id, self.now = workspace_id, now
+    def __init__(self, workspace_id, now, keys=(), similarity_index=None, batched=False):
+        """`batched` (a batch write): explanations' nearest members are read for all the
+        write's issues at once by settle(), and the issue.updated events placement causes are
+        recorded then, once the explanations they carry are whole."""
+        self.workspace_id, self.now, self.batched = workspace_id, now, batched
+        self._unexplained = []  # batched: (issue, pattern id, its query) whose nearest settle() adds
+        self._updates = []  # batched: issues whose issue.updated event settle() records
         self.created = set()
         self.fresh = set()  # issues this write created: their issue.created event says it all
         self._members = None  # similarity.Members, read as explanations need them
@@ -172,7 +177,7 @@ class Grouper:
     def moves(self):
         """(link before, link after) of every issue the write touched, for links_changed (the
         links are saved first)."""
-        self.adopt_waiting()
+        self.settle()
         self.flush()
         return [(before, issue.link) for before, issue in self.issues.values()]
 
@@ -204,7 +209,11 @@ class Grouper:
         if issue.pattern_id != pattern_id:
             issue.pattern = pattern_id
             issue.updated_at = self.now
-            if issue.id not in self.fresh:
+            if issue.id in self.fresh:
+                pass
+            elif self.batched:
+                self._updates.append(issue)
+            else:
                 events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
         elif not explained:
             return
@@ -279,6 +288,20 @@ class Grouper:
         self._explain(issue, placement, pattern_id)
         self._link(issue, pattern_id, explained=True)
 
+    def settle(self):
+        """Finish placement before the write's own events are recorded: adopt waiting issues,
+        then (batched) complete the explanations and record the issue.updated events."""
+        self.adopt_waiting()
+        if self._unexplained:
+            found = similarity.nearest_members(self.index, self._unexplained)
+            for issue, pattern_id, _ in self._unexplained:
+                if (issue.detection or {}).get("pattern_id") == pattern_id:  # not explained again since
+                    issue.detection["nearest"] = found[issue.id]
+            self._unexplained.clear()
+        for issue in self._updates:
+            events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
+        self._updates.clear()
+
     def adopt_waiting(self, rounds=3):
         """Waiting issues that now clear the threshold with a pattern this write created or
         grew are placed again (that pattern did not exist, or was farther, when they arrived;
@@ -335,7 +358,10 @@ class Grouper:
         """Keep why the issue is where it is (or waits) with it."""
         explanation = placement.explain()
         explanation["pattern_id"] = pattern_id
-        if pattern_id is not None:
+        if pattern_id is not None and self.batched:
+            explanation["nearest"] = []  # settle() adds them
+            self._unexplained.append((issue, pattern_id, None if paired_with else placement.query))
+        elif pattern_id is not None:
             explanation["nearest"] = self._nearest(pattern_id, issue, None if paired_with else placement.query)
         if paired_with is not None:
             explanation["paired_with"] = paired_with
@@ -383,7 +409,7 @@ def ingest(workspace_id, records):
             index = similarity.Index(workspace_id)
             index.add_to_profiles([(record["source"], vector) for (record, _, _), vector
                                    in zip(prepared, representation.decode(embeddings))])
-        grouper = Grouper(workspace_id, now, keys, similarity_index=index)
+        grouper = Grouper(workspace_id, now, keys, similarity_index=index, batched=True)
         known = {key: grouper.track(issue) for key, issue in _existing(workspace_id, records).items()}
         rows, plan = {}, []  # plan: per record, ("new", row id) or ("known", Issue)
         for record, fields, rule_pattern in prepared:
@@ -417,7 +443,7 @@ def ingest(workspace_id, records):
                 grouper.place(issue, rule_pattern)
                 placed.add(issue.id)
             ids.append(issue.id)
-        grouper.adopt_waiting()
+        grouper.settle()
         for issue in created.values():  # after placement: the event shows where it went
             events.record(workspace_id, "issue.created", issue=issue)
         Pattern.links_changed(workspace_id, grouper.moves(), new=grouper.created, rescore=True)

@@ -482,6 +482,44 @@ class Members:
         return [{"issue_id": ids[i], "score": round(float(scores[i]), 4)} for i in order]
 
 
+def nearest_members(index, wanted, limit=NEAREST_SHOWN, united=50):
+    """Members.nearest() for many issues at once: [(issue, pattern id, its Index.query() or
+    None)] -> {issue id: [{"issue_id", "score"}, ...]}. The members of `united` patterns are
+    read by one statement (a LIMIT per pattern, united, each part on the (pattern, created)
+    index) and held only while their issues are scored."""
+    askers = collections.defaultdict(list)
+    for issue, pattern_id, query in wanted:
+        askers[pattern_id].append((issue, query))
+    found = {issue.id: [] for issue, _, _ in wanted}
+    pattern_ids = sorted(askers)
+    part = ('SELECT * FROM (SELECT "pattern_id", "id", "source", "embedding" FROM "issue" '
+            f'WHERE "pattern_id" = {db.param} AND "embedding" IS NOT NULL '
+            f'ORDER BY "created_at" DESC, "id" DESC LIMIT {Members.LIMIT}) AS "part{{}}"')
+    for start in range(0, len(pattern_ids), united):
+        chunk = pattern_ids[start:start + united]
+        rows = db.execute_sql(" UNION ALL ".join(part.format(n) for n in range(len(chunk))), chunk).fetchall()
+        if not rows:
+            continue
+        vectors = representation.decode([bytes(embedding) for _, _, _, embedding in rows])
+        sources = np.array([source for _, _, source, _ in rows])
+        for source in set(sources) & set(index.means):
+            vectors[sources == source] -= index.means[source].astype(np.float32)
+        dense, hashed = _split_unit(vectors)
+        by_pattern = collections.defaultdict(list)
+        for position, (pattern_id, *_) in enumerate(rows):
+            by_pattern[pattern_id].append(position)
+        for pattern_id, positions in by_pattern.items():
+            ids = [rows[i][1] for i in positions]
+            for issue, query in askers[pattern_id]:
+                if issue.embedding is None:
+                    continue
+                mine_dense, mine_hashed = query or index.query(representation.decode_one(issue.embedding), issue.source)
+                scores = 0.5 * (dense[positions] @ mine_dense) + 0.5 * (hashed[positions] @ mine_hashed)
+                order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != issue.id][:limit]
+                found[issue.id] = [{"issue_id": ids[i], "score": round(float(scores[i]), 4)} for i in order]
+    return found
+
+
 def representative_title(titles_and_vectors):
     """The title of the member nearest the group's mean."""
     vectors = np.array([v for _, v in titles_and_vectors])
