@@ -197,19 +197,25 @@ class Outcome:
 
 def send(url, message_id, body, signing_secrets, policy):
     """POST one signed message; the Outcome, never an exception."""
+    timestamp = datetime.datetime.now(datetime.UTC)
+    signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
+    return post(url, body, policy, {"User-Agent": "Causeloop-Webhooks/1", "webhook-id": message_id,
+                                    "webhook-timestamp": str(int(timestamp.timestamp())),
+                                    "webhook-signature": signature})
+
+
+def post(url, body, policy, headers):
+    """POST a JSON body to a receiver checked now (no SSRF), at the address just checked; the
+    Outcome, never an exception."""
     started = time.perf_counter()
     try:
         host, port, addresses = resolve(url, policy.allow_insecure)
     except RuleViolation as refusal:
         return Outcome(error=refusal.message)
-    timestamp = datetime.datetime.now(datetime.UTC)
-    signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
     parts = urllib.parse.urlsplit(url)
     default_port = 443 if parts.scheme == "https" else 80
-    headers = {"Content-Type": "application/json", "User-Agent": "Causeloop-Webhooks/1",
-               "Host": host if port == default_port else f"{host}:{port}",
-               "webhook-id": message_id, "webhook-timestamp": str(int(timestamp.timestamp())),
-               "webhook-signature": signature}
+    headers = {"Content-Type": "application/json", "Host": host if port == default_port else f"{host}:{port}",
+               **headers}
     with requests.Session() as session:
         session.trust_env = False  # an environment proxy would connect somewhere unchecked
         session.mount(f"{parts.scheme}://", _PinnedAdapter(addresses[0], host))
