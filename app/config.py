@@ -100,6 +100,8 @@ def from_env(environ=None):
         "SMTP_URL": _smtp_url(env.get("SMTP_URL", "")),
         "SMTP_FROM": env.get("SMTP_FROM", "Causeloop <no-reply@causeloop.invalid>"),
         "INVITATION_URL": env.get("INVITATION_URL", "http://localhost:3000/invitations/accept"),
+        # The web app, for links in alerts sent to Slack and email (<APP_URL>/patterns/<id>).
+        "APP_URL": env.get("APP_URL", "http://localhost:3000"),
         "ACCESS_TOKEN_TTL_S": 72 * 3600,
         "REFRESH_TOKEN_TTL_S": 30 * 24 * 3600,
     }

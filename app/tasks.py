@@ -1,4 +1,5 @@
-"""The task queue (Huey): outbound webhooks' fan-out and delivery.
+"""The task queue (Huey): outbound webhooks' fan-out and delivery, and alert rules' Slack and
+email messages.
 
 Storage follows the deployment, chosen in `init_app()` and opened on first use (so building
 the app touches no database or network): `REDIS_URL` set → Redis; else, on PostgreSQL, Huey's
@@ -10,8 +11,9 @@ its first request (gunicorn forks its workers after building the app, and thread
 survive a fork); `WORKER=external` leaves it to `flask --app wsgi worker` (the Procfile's
 worker line). Beside each consumer a sweeper thread fans out outbox events nobody announced
 (a writer that died between commit and enqueue) and re-queues deliveries that are due but
-held by nobody (a task lost with a killed worker), every `WEBHOOK_SWEEP_S`. The delivery rows
-are the truth (models/webhooks.py); the queue only makes them prompt.
+held by nobody (a task lost with a killed worker), webhook and alert deliveries alike, every
+`WEBHOOK_SWEEP_S`. The delivery rows are the truth (models/webhooks.py, models/alerts.py); the
+queue only makes them prompt.
 
 Tasks are thin: each calls a model function, which tests may call directly.
 """
@@ -26,7 +28,9 @@ from huey import Huey
 from huey.consumer import Consumer
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
-from models import db, webhooks
+from . import mail
+
+from models import alerts, db, webhooks
 from models import events as outbox
 from models.base import is_postgres
 
@@ -106,6 +110,15 @@ def deliver(delivery_id):
         deliver.schedule((delivery_id,), delay=wait)
 
 
+@huey.task()
+def deliver_to_channel(delivery_id):
+    """One attempt at one alert's Slack or email message; the next one is scheduled when it failed."""
+    with _context():
+        wait = alerts.deliver(delivery_id, policy(), mail.attempt)
+    if wait is not None:
+        deliver_to_channel.schedule((delivery_id,), delay=wait)
+
+
 def send_soon(delivery_id):
     """Queue a delivery a request just made due; if the queue is out of reach, the sweep sends it."""
     try:
@@ -123,6 +136,8 @@ def sweep():
         if huey.pending_count() == 0:
             for delivery_id in webhooks.due(grace_s=current_app.config["WEBHOOK_SWEEP_S"]):
                 deliver(delivery_id)
+            for delivery_id in alerts.due(grace_s=current_app.config["WEBHOOK_SWEEP_S"]):
+                deliver_to_channel(delivery_id)
 
 
 def _sweep_forever(interval, stop):
@@ -134,13 +149,21 @@ def _sweep_forever(interval, stop):
 
 
 def _committed(events):
-    """After a write committed: fan its events out now, where any endpoint listens."""
+    """After a write committed: fan its events out now, where any endpoint listens, and send
+    the Slack and email messages of the alerts it fired."""
     try:
         for workspace_id in {event.workspace_id for event in events}:
             if webhooks.has_endpoints(workspace_id):
                 fan_out(workspace_id)
     except Exception:  # the write stands; the sweep fans these events out
         log.exception("could not queue webhook fan-out")
+    try:
+        for event in events:
+            if event.type == "alert.fired":
+                for delivery_id in alerts.of_alert(event.payload["alert"]["id"]):
+                    deliver_to_channel(delivery_id)
+    except Exception:  # the sweep sends them
+        log.exception("could not queue alert deliveries")
 
 
 def make_consumer(app):

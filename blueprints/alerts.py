@@ -1,7 +1,9 @@
 """Alert rules: when a pattern's chance of recurring reaches a threshold, say so on the chosen
 channels (models/alerts.py)."""
+import re
+
 import marshmallow as ma
-from flask import url_for
+from flask import current_app, url_for
 from flask.views import MethodView
 
 from app.api import Blueprint, Timestamp
@@ -23,6 +25,22 @@ ID_FORMAT = r"^[a-z]{2,10}_[0-9A-Za-z]{1,36}$"
 SCOPE = ma.validate.Regexp(r"^(global|pattern:pat_[0-9A-Za-z]{1,36})$",
                            error='Must be "global" or "pattern:<pattern id>".')
 CHANNEL_FIELDS = {"in_app": (), "webhook": ("endpoint_id",), "slack": ("url",), "email": ("to",)}
+URL_TAIL = r"[^\s\x00-\x1f\x7f-\x9f]*$"
+LOOPBACK_URL = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/" + URL_TAIL)
+
+
+class SlackUrl(ma.validate.Regexp):
+    """Slack's incoming-webhook URLs (the pattern the document shows); with
+    WEBHOOKS_ALLOW_INSECURE (development only) also an http URL on loopback, a local stand-in."""
+
+    def __init__(self):
+        super().__init__("^" + SLACK_PREFIX.replace(".", r"\.") + URL_TAIL,
+                         error=f"Must be a Slack incoming-webhook URL ({SLACK_PREFIX}…).")
+
+    def __call__(self, value):
+        if current_app.config["WEBHOOKS_ALLOW_INSECURE"] and LOOPBACK_URL.match(value):
+            return value
+        return super().__call__(value)
 
 
 class StrictFloat(ma.fields.Float):
@@ -47,12 +65,11 @@ class ChannelSchema(ma.Schema):
         for kind, fields in CHANNEL_FIELDS.items()]}
     type = ma.fields.String(required=True, validate=ma.validate.OneOf(CHANNEL_TYPES), metadata={
         "description": "in_app: the members' notification feed. webhook: a registered outbound endpoint "
-                       "(endpoint_id), sent `alert.fired`. slack: an incoming-webhook URL (url). email: "
-                       "addresses (to). Outside channels are queued for the worker to send."})
+                       "(endpoint_id) of the workspace, sent `alert.fired` whatever it subscribes to. slack: an "
+                       "incoming-webhook URL (url). email: addresses (to). The worker sends the outside "
+                       "channels, retrying each on the webhooks' schedule."})
     endpoint_id = ma.fields.String(validate=ma.validate.Regexp(ID_FORMAT))
-    url = ma.fields.String(validate=[Length(max=2048), ma.validate.Regexp(
-        "^" + SLACK_PREFIX.replace(".", r"\.") + r"[^\s\x00-\x1f\x7f-\x9f]*$",
-        error=f"Must be a Slack incoming-webhook URL ({SLACK_PREFIX}…).")])
+    url = ma.fields.String(validate=[Length(max=2048), SlackUrl()])
     to = ma.fields.List(ma.fields.Email(validate=Length(max=320)), validate=Length(1, 10))
 
     @ma.validates_schema

@@ -7,6 +7,10 @@ HMAC-SHA256 of "id.timestamp.body">`, one per valid secret, space-separated, whi
 secret still signs). Body: `{"type", "timestamp", "data"}`, data being the event's payload as
 the live stream carries it.
 
+Endpoints receive the event types they subscribe to, except `alert.fired`, which goes to the
+endpoints an alert rule's webhook channel names (models/alerts.py): it is addressed, not
+subscribed to.
+
 Delivery is at least once. `fan_out()` reads the event outbox past a per-workspace cursor and
 writes the deliveries in one transaction (so an event is never lost between commit and
 fan-out: the cursor only moves with the rows it produced); `deliver()` claims a due delivery
@@ -44,6 +48,9 @@ log = logging.getLogger("causeloop.webhooks")
 EVENT_TYPES = ("issue.created", "issue.updated", "issue.status.changed", "pattern.detected",
                "pattern.updated", "webhook.disabled")
 ALL_EVENTS = "*"
+# Sent where something names an endpoint, never by subscription: an alert rule's webhook
+# channel names its endpoint (models/alerts.py), so `*` does not bring every rule's firings.
+ADDRESSED_EVENTS = ("alert.fired",)
 TEST_EVENT = "webhook.test"
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -197,19 +204,25 @@ class Outcome:
 
 def send(url, message_id, body, signing_secrets, policy):
     """POST one signed message; the Outcome, never an exception."""
+    timestamp = datetime.datetime.now(datetime.UTC)
+    signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
+    return post(url, body, policy, {"User-Agent": "Causeloop-Webhooks/1", "webhook-id": message_id,
+                                    "webhook-timestamp": str(int(timestamp.timestamp())),
+                                    "webhook-signature": signature})
+
+
+def post(url, body, policy, headers):
+    """POST a JSON body to a receiver checked now (no SSRF), at the address just checked; the
+    Outcome, never an exception. Also what Slack messages travel by (models/alerts.py)."""
     started = time.perf_counter()
     try:
         host, port, addresses = resolve(url, policy.allow_insecure)
     except RuleViolation as refusal:
         return Outcome(error=refusal.message)
-    timestamp = datetime.datetime.now(datetime.UTC)
-    signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
     parts = urllib.parse.urlsplit(url)
     default_port = 443 if parts.scheme == "https" else 80
-    headers = {"Content-Type": "application/json", "User-Agent": "Causeloop-Webhooks/1",
-               "Host": host if port == default_port else f"{host}:{port}",
-               "webhook-id": message_id, "webhook-timestamp": str(int(timestamp.timestamp())),
-               "webhook-signature": signature}
+    headers = {"Content-Type": "application/json", "Host": host if port == default_port else f"{host}:{port}",
+               **headers}
     with requests.Session() as session:
         session.trust_env = False  # an environment proxy would connect somewhere unchecked
         session.mount(f"{parts.scheme}://", _PinnedAdapter(addresses[0], host))
@@ -275,7 +288,7 @@ class WebhookEndpoint(WorkspaceScoped, BaseModel):
         return [self.secret]
 
     def wants(self, event_type):
-        return ALL_EVENTS in self.events or event_type in self.events
+        return event_type not in ADDRESSED_EVENTS and (ALL_EVENTS in self.events or event_type in self.events)
 
     @classmethod
     def listed(cls, workspace_id):
@@ -450,7 +463,8 @@ def _fan_out_workspace(workspace_id, limit):
                                                         & WebhookEndpoint.disabled_at.is_null()))
         at, created_at, rows = now(), utcnow(), []
         for event in batch:
-            targets = [e for e in endpoints if e.wants(event.type) and e.since_seq < event.seq]
+            named = _addressees(event)
+            targets = [e for e in endpoints if (e.wants(event.type) or e.id in named) and e.since_seq < event.seq]
             if not targets:
                 continue
             message_id, body = new_id("msg"), _body(event.type, event.created_at, event.payload)
@@ -461,6 +475,15 @@ def _fan_out_workspace(workspace_id, limit):
         insert_rows(WebhookDelivery, rows, ignore_conflicts=True)
         WebhookCursor.update(last_seq=batch[-1].seq).where(WebhookCursor.workspace == workspace_id).execute()
     return [row["id"] for row in rows]
+
+
+def _addressees(event):
+    """The endpoints an addressed event is for (the subscribed ones are not among them)."""
+    if event.type != "alert.fired":
+        return set()
+    from .alerts import webhook_endpoints_of
+
+    return webhook_endpoints_of(event.payload["alert"]["rule_id"])
 
 
 def due(grace_s=0.0, limit=1000):

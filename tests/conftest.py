@@ -1,6 +1,9 @@
 """Fixtures: an app on a fresh database (a temporary SQLite file, or the PostgreSQL server
 named by DATABASE_URL), a test client, and real tokens for any role."""
+import email
+import email.policy
 import os
+import socket
 
 import pytest
 
@@ -237,3 +240,32 @@ def prediction_objects(app):
             AlertRule.update(id=rule_id).where(AlertRule.id == rule.id).execute()
             Notification.create(id=notification_id, workspace=workspace, user=user_id, type="prediction.alert",
                                 title="Probe", target={"type": "pattern", "id": pattern})
+
+
+class Inbox:
+    """What the SMTP server took: (recipients, the parsed message) for each email."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((envelope.rcpt_tos, message))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on loopback; yields (its inbox, the SMTP_URL to reach it)."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()

@@ -2,8 +2,6 @@
 session tokens signed by the test's own key, the rank and last-admin rules, and removal
 ending every credential at once."""
 import datetime
-import email
-import email.policy
 import threading
 
 import pytest
@@ -15,7 +13,6 @@ from models import Invitation, InvitationLink, Membership, User, db, schema
 from test_clerk import ISSUER, clerk_token
 from test_errors import assert_envelope
 from test_owasp import database_unchanged
-from test_server import free_port
 
 SEED_OWNER, OTHER_OWNER = "usr_01abc456", "usr_02def789"
 
@@ -290,30 +287,7 @@ def test_removal_revokes_only_that_workspaces_credentials(real_app, client, logi
     assert client.get("/v1/issues", headers=here).status_code == 200
 
 
-# -- the invitation email, through a real SMTP server on loopback --------------------------------
-
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        body = email.message_from_bytes(envelope.content, policy=email.policy.default).get_content()
-        self.messages.append((envelope.rcpt_tos, body))
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp_server():
-    from aiosmtpd.controller import Controller
-
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, f"smtp://127.0.0.1:{port}"
-    finally:
-        controller.stop()
-
+# -- the invitation email, through a real SMTP server on loopback (conftest.smtp_server) ----------
 
 def test_an_invitation_is_emailed_when_smtp_is_set(make_app, smtp_server, auth):
     inbox, url = smtp_server
@@ -327,7 +301,8 @@ def test_an_invitation_is_emailed_when_smtp_is_set(make_app, smtp_server, auth):
     assert sent["emailed"] is True and sent["accept_url"].startswith("https://app.causeloop.test/join?token=clp_inv_")
     resent = client.post(f"/v1/invitations/{sent['id']}/resend", headers=bearer(token)).get_json()
     assert [recipients for recipients, _ in inbox.messages] == [["mailed@example.test"]] * 2
-    assert sent["accept_url"] in inbox.messages[0][1] and resent["accept_url"] in inbox.messages[1][1]
+    bodies = [message.get_content() for _, message in inbox.messages]
+    assert sent["accept_url"] in bodies[0] and resent["accept_url"] in bodies[1]
 
 
 def test_without_smtp_the_link_is_only_returned(client, login):
