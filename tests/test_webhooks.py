@@ -237,7 +237,7 @@ def _endpoint(app, url, events=("*",)):
 
 def _fan_out_and_deliver(app, policy=INSECURE):
     with app.app_context(), db.connection_context():
-        return {delivery_id: outbound.deliver(delivery_id, policy) for delivery_id in outbound.fan_out()}
+        return {endpoint_id: outbound.deliver_due(endpoint_id, policy) for endpoint_id in outbound.fan_out()}
 
 
 def test_an_event_arrives_signed_in_the_standard_webhooks_shape(insecure_app, auth, receiver):
@@ -316,8 +316,8 @@ def test_a_paused_endpoint_keeps_its_deliveries_until_resumed(insecure_app, auth
     assert hook.requests == 0
     client.patch(f"/v1/webhooks/{endpoint.id}", headers=headers, json={"paused": False})
     with insecure_app.app_context(), db.connection_context():
-        for delivery_id in outbound.due():
-            outbound.deliver(delivery_id, INSECURE)
+        for endpoint_id in outbound.due():
+            outbound.deliver_due(endpoint_id, INSECURE)
     assert len(hook.verified) >= 1
 
 
