@@ -440,7 +440,7 @@ class WebhookDelivery(WorkspaceScoped, BaseModel):
     class Meta:
         # Migrations own the schema; these mirror the indexes they create.
         indexes = ((("endpoint", "event"), True), (("status", "next_attempt_at"), False),
-                   (("endpoint", "created_at"), False))
+                   (("endpoint", "created_at"), False), (("endpoint", "status", "next_attempt_at"), False))
 
     @classmethod
     def of_endpoint(cls, endpoint_id, workspace_id):
