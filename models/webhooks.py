@@ -81,8 +81,9 @@ class Policy:
 
     @property
     def lease(self):
-        """How long a claimed delivery stays claimed: longer than any send can take."""
-        return datetime.timedelta(seconds=2 * self.timeout_s + 5)
+        """How long a claimed batch stays claimed: longer than sending it can take (no send
+        starts after `timeout_s` of sending, and one takes at most a connect and a read timeout)."""
+        return datetime.timedelta(seconds=3 * self.timeout_s + 5)
 
     @property
     def failing_limit(self):
