@@ -9,10 +9,13 @@ the live stream carries it.
 
 Delivery is at least once. `fan_out()` reads the event outbox past a per-workspace cursor and
 writes the deliveries in one transaction (so an event is never lost between commit and
-fan-out: the cursor only moves with the rows it produced); `deliver()` claims a due delivery
-with a lease, sends it to an address checked at that moment (no SSRF), and records the outcome
-with the next attempt's time; `due()` finds what a lost task left behind. The task queue
-(app/tasks.py) only makes things prompt: everything it carries can be rebuilt from these rows.
+fan-out: the cursor only moves with the rows it produced); `deliver_due()` claims an
+endpoint's due deliveries in batches with a lease, sends each batch over one kept-alive
+connection to an address checked at that moment (no SSRF), and records the outcomes, each with
+its next attempt's time, in one transaction; `deliver()` does the same for one delivery (a
+retry, a test, a redelivery); `due()` finds the endpoints a lost task left work for. The task
+queue (app/tasks.py) only makes things prompt: everything it carries can be rebuilt from these
+rows.
 """
 import base64
 import collections
@@ -183,7 +186,7 @@ class _Sender:
     no redirects, no retries (the schedule retries)."""
 
     def __init__(self, url, owner, policy):
-        self.policy, self.refused = policy, None
+        self.refused = None
         try:
             host, port, addresses = resolve(url, policy.allow_insecure)
         except RuleViolation as refusal:
