@@ -95,10 +95,20 @@ class _context:
 
 @huey.task()
 def fan_out(workspace_id=None):
-    """Turn the workspace's new outbox events into deliveries, and send them."""
+    """Turn the workspace's new outbox events into deliveries, and send them, endpoint by endpoint."""
     with _context():
-        for delivery_id in webhooks.fan_out(workspace_id):
-            deliver(delivery_id)
+        for endpoint_id in webhooks.fan_out(workspace_id):
+            deliver_due(endpoint_id)
+
+
+@huey.task()
+def deliver_due(endpoint_id):
+    """The endpoint's due deliveries, in batches over one connection; each failure's next
+    attempt is scheduled on its own."""
+    with _context():
+        retries = webhooks.deliver_due(endpoint_id, policy())
+    for delivery_id, wait in retries:
+        deliver.schedule((delivery_id,), delay=wait)
 
 
 @huey.task()
@@ -128,14 +138,14 @@ def send_soon(delivery_id):
 
 
 def sweep():
-    """Fan out what nobody announced; re-queue what is due and held by nobody. Due deliveries
-    still waiting in the queue are not re-queued: they are only waiting their turn."""
+    """Fan out what nobody announced; send what is due and held by nobody. Deliveries still
+    waiting in the queue are not re-queued: they are only waiting their turn."""
     with _context():
-        for delivery_id in webhooks.fan_out():
-            deliver(delivery_id)
+        for endpoint_id in webhooks.fan_out():
+            deliver_due(endpoint_id)
         if huey.pending_count() == 0:
-            for delivery_id in webhooks.due(grace_s=current_app.config["WEBHOOK_SWEEP_S"]):
-                deliver(delivery_id)
+            for endpoint_id in webhooks.due(grace_s=current_app.config["WEBHOOK_SWEEP_S"]):
+                deliver_due(endpoint_id)
             for delivery_id in alerts.due(grace_s=current_app.config["WEBHOOK_SWEEP_S"]):
                 deliver_to_channel(delivery_id)
 

@@ -97,21 +97,43 @@ def insert_rows(model, rows, ignore_conflicts=False):
     500 issues took longer than the database did; here each value only goes through its
     field's db_value. JSON on SQLite keeps peewee's json() around the text."""
     fields = [field for field in model._meta.sorted_fields if not isinstance(field, pw.AutoField)]
-    sqlite_json = [isinstance(field, pw.JSONField) and not is_postgres()
-                   for field in fields]
     columns = ", ".join(f'"{field.column_name}"' for field in fields)
-    marks = ", ".join(f"json({db.param})" if is_json else db.param for is_json in sqlite_json)
-    sql = (f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES ({marks})'
+    sql = (f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES ({", ".join(map(_mark, fields))})'
            + (" ON CONFLICT DO NOTHING" if ignore_conflicts else ""))
 
-    def value(field, is_json, row):
+    def value(field, row):
         value = row[field.name] if field.name in row else field.default
-        value = value() if callable(value) else value
-        if is_json:
-            return None if value is None else json.dumps(value)
-        return field.db_value(value)
+        return _db_value(field, value() if callable(value) else value)
 
-    params = [[value(field, is_json, row) for field, is_json in zip(fields, sqlite_json)] for row in rows]
+    _executemany(sql, [[value(field, row) for field in fields] for row in rows])
+
+
+def update_rows(model, instances, names):
+    """Write the named fields of each model instance to its row (by primary key), with one
+    statement run for each (executemany), as insert_rows does for inserts."""
+    fields = [model._meta.fields[name] for name in names]
+    key = model._meta.primary_key
+    assignments = ", ".join(f'"{field.column_name}" = {_mark(field)}' for field in fields)
+    sql = f'UPDATE "{model._meta.table_name}" SET {assignments} WHERE "{key.column_name}" = {db.param}'
+    _executemany(sql, [[_db_value(field, getattr(instance, field.name)) for field in fields]
+                       + [key.db_value(instance.get_id())] for instance in instances])
+
+
+def _sqlite_json(field):
+    return isinstance(field, pw.JSONField) and not is_postgres()
+
+
+def _mark(field):
+    return f"json({db.param})" if _sqlite_json(field) else db.param
+
+
+def _db_value(field, value):
+    if _sqlite_json(field):
+        return None if value is None else json.dumps(value)
+    return field.db_value(value)
+
+
+def _executemany(sql, params):
     if params:
         with pw.__exception_wrapper__:
             db.cursor().executemany(sql, params)

@@ -13,12 +13,16 @@ subscribed to.
 
 Delivery is at least once. `fan_out()` reads the event outbox past a per-workspace cursor and
 writes the deliveries in one transaction (so an event is never lost between commit and
-fan-out: the cursor only moves with the rows it produced); `deliver()` claims a due delivery
-with a lease, sends it to an address checked at that moment (no SSRF), and records the outcome
-with the next attempt's time; `due()` finds what a lost task left behind. The task queue
-(app/tasks.py) only makes things prompt: everything it carries can be rebuilt from these rows.
+fan-out: the cursor only moves with the rows it produced); `deliver_due()` claims an
+endpoint's due deliveries in batches with a lease, sends each batch over one kept-alive
+connection to an address checked at that moment (no SSRF), and records the outcomes, each with
+its next attempt's time, in one transaction; `deliver()` does the same for one delivery (a
+retry, a test, a redelivery); `due()` finds the endpoints a lost task left work for. The task
+queue (app/tasks.py) only makes things prompt: everything it carries can be rebuilt from these
+rows.
 """
 import base64
+import collections
 import dataclasses
 import datetime
 import email.utils
@@ -28,18 +32,19 @@ import logging
 import random
 import secrets
 import socket
+import threading
 import time
 import urllib.parse
 
+import certifi
 import peewee as pw
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from standardwebhooks.webhooks import Webhook
 
 from . import events
 from .accounts import Workspace
 from .base import (BaseModel, NotFound, RuleViolation, WorkspaceScoped, db, for_update, insert_rows, is_postgres,
-                   new_id, utcnow)
+                   new_id, update_rows, utcnow)
 from .events import Event
 
 log = logging.getLogger("causeloop.webhooks")
@@ -60,7 +65,9 @@ MAX_ATTEMPTS_KEPT = 20  # per delivery: the newest attempts (redeliveries add mo
 # The spec's schedule: the first attempt at once, then after each failure these many seconds.
 RETRY_SCHEDULE_S = (0, 5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 14 * 3600, 20 * 3600, 24 * 3600)
 MAX_RETRY_AFTER_S = 24 * 3600
-RESPONSE_EXCERPT = 500
+RESPONSE_READ_MAX = 64 * 1024  # of a receiver's answer; a longer one is cut and its connection closed
+BATCH_SIZE = 100  # deliveries claimed together, for one endpoint, and sent over one kept-alive connection
+POOLS_PER_THREAD = 64  # kept-alive connections a worker thread holds, the least recently used closed first
 # Cloud metadata services: link-local already, named anyway so a rule change cannot let them by.
 METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
@@ -84,8 +91,9 @@ class Policy:
 
     @property
     def lease(self):
-        """How long a claimed delivery stays claimed: longer than any send can take."""
-        return datetime.timedelta(seconds=2 * self.timeout_s + 5)
+        """How long a claimed batch stays claimed: longer than sending it can take (no send
+        starts after `timeout_s` of sending, and one takes at most a connect and a read timeout)."""
+        return datetime.timedelta(seconds=3 * self.timeout_s + 5)
 
     @property
     def failing_limit(self):
@@ -159,20 +167,87 @@ def resolve(url, allow_insecure=False):
     return host, port, addresses
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """Connects to an address checked beforehand, whatever DNS says now, while TLS still
-    checks the certificate against the URL's host name."""
+class _Pools(threading.local):
+    """Each thread's kept-alive connections: one pool of one connection per (endpoint, checked
+    address, ...), so a connection carries only its own endpoint's messages, and only to the
+    address that was checked when it was opened."""
 
-    def __init__(self, address, host):
-        self.address, self.host = address, host
-        super().__init__(max_retries=0)
+    def __init__(self):
+        self.pools = collections.OrderedDict()
 
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        host_params = {**host_params, "host": self.address}
-        if host_params["scheme"] == "https":
-            pool_kwargs = {**pool_kwargs, "server_hostname": self.host, "assert_hostname": self.host}
-        return host_params, pool_kwargs
+    def get(self, key, make):
+        pool = self.pools.pop(key, None) or make()
+        self.pools[key] = pool
+        while len(self.pools) > POOLS_PER_THREAD:
+            self.pools.popitem(last=False)[1].close()
+        return pool
+
+
+_pools = _Pools()
+
+
+class _Sender:
+    """POSTs signed messages to one receiver URL: resolved and checked once (at construction),
+    then sent over this thread's kept-alive connection to the address just checked, whatever
+    DNS says later; TLS still checks the certificate against the URL's host name. No proxy,
+    no redirects, no retries (the schedule retries)."""
+
+    def __init__(self, url, owner, policy):
+        self.refused = None
+        try:
+            host, port, addresses = resolve(url, policy.allow_insecure)
+        except RuleViolation as refusal:
+            self.refused = refusal.message
+            return
+        parts = urllib.parse.urlsplit(url)
+        self.target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        default_port = 443 if parts.scheme == "https" else 80
+        self.host_header = host if port == default_port else f"{host}:{port}"
+        self.pool = _pools.get((owner, parts.scheme, host, port, addresses[0], policy.timeout_s),
+                               lambda: _pool(parts.scheme, host, port, addresses[0], policy.timeout_s))
+
+    def send(self, message_id, body, signing_secrets):
+        """POST one signed message; the Outcome, never an exception."""
+        timestamp = datetime.datetime.now(datetime.UTC)
+        signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
+        return self.post(body, {"User-Agent": "Causeloop-Webhooks/1", "webhook-id": message_id,
+                                "webhook-timestamp": str(int(timestamp.timestamp())),
+                                "webhook-signature": signature})
+
+    def post(self, body, headers):
+        """POST a JSON body with these headers; the Outcome, never an exception."""
+        started = time.perf_counter()
+        if self.refused:
+            return Outcome(error=self.refused)
+        payload = body.encode()
+        headers = {"Host": self.host_header, "Content-Type": "application/json", **headers}
+        try:
+            response = self.pool.urlopen("POST", self.target, body=payload, headers=headers, retries=False,
+                                         redirect=False, preload_content=False, assert_same_host=False)
+        except urllib3.exceptions.HTTPError as error:
+            return Outcome(duration_ms=_since(started), error=f"{type(error).__name__}: {str(error)[:300]}")
+        try:
+            response.read(RESPONSE_READ_MAX)
+            if not response.closed:  # longer than we read: the connection is not reused with its rest
+                response.close()
+        except urllib3.exceptions.HTTPError:
+            response.close()  # the status came; what followed it is not our business
+        finally:
+            response.release_conn()
+        outcome = Outcome(status_code=response.status, duration_ms=_since(started),
+                          retry_after=_retry_after(response))
+        if not outcome.ok:
+            outcome.error = f"HTTP {response.status}"
+        return outcome
+
+
+def _pool(scheme, host, port, address, timeout_s):
+    timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
+    if scheme == "https":
+        return urllib3.HTTPSConnectionPool(address, port, maxsize=1, timeout=timeout, retries=False,
+                                           cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+                                           server_hostname=host, assert_hostname=host)
+    return urllib3.HTTPConnectionPool(address, port, maxsize=1, timeout=timeout, retries=False)
 
 
 def _retry_after(response):
@@ -202,41 +277,15 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def send(url, message_id, body, signing_secrets, policy):
-    """POST one signed message; the Outcome, never an exception."""
-    timestamp = datetime.datetime.now(datetime.UTC)
-    signature = " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in signing_secrets)
-    return post(url, body, policy, {"User-Agent": "Causeloop-Webhooks/1", "webhook-id": message_id,
-                                    "webhook-timestamp": str(int(timestamp.timestamp())),
-                                    "webhook-signature": signature})
+def send(url, message_id, body, signing_secrets, policy, owner=None):
+    """POST one signed message to `url`, checked now; the Outcome, never an exception."""
+    return _Sender(url, owner or url, policy).send(message_id, body, signing_secrets)
 
 
 def post(url, body, policy, headers):
     """POST a JSON body to a receiver checked now (no SSRF), at the address just checked; the
     Outcome, never an exception. Also what Slack messages travel by (models/alerts.py)."""
-    started = time.perf_counter()
-    try:
-        host, port, addresses = resolve(url, policy.allow_insecure)
-    except RuleViolation as refusal:
-        return Outcome(error=refusal.message)
-    parts = urllib.parse.urlsplit(url)
-    default_port = 443 if parts.scheme == "https" else 80
-    headers = {"Content-Type": "application/json", "Host": host if port == default_port else f"{host}:{port}",
-               **headers}
-    with requests.Session() as session:
-        session.trust_env = False  # an environment proxy would connect somewhere unchecked
-        session.mount(f"{parts.scheme}://", _PinnedAdapter(addresses[0], host))
-        try:
-            response = session.post(url, data=body.encode(), headers=headers, timeout=policy.timeout_s,
-                                    allow_redirects=False)
-        except requests.RequestException as error:
-            return Outcome(duration_ms=_since(started), error=f"{type(error).__name__}: {str(error)[:300]}")
-        with response:
-            outcome = Outcome(status_code=response.status_code, duration_ms=_since(started),
-                              retry_after=_retry_after(response))
-            if not outcome.ok:
-                outcome.error = f"HTTP {response.status_code}"
-    return outcome
+    return _Sender(url, url, policy).post(body, headers)
 
 
 def _since(started):
@@ -412,7 +461,7 @@ class WebhookDelivery(WorkspaceScoped, BaseModel):
     class Meta:
         # Migrations own the schema; these mirror the indexes they create.
         indexes = ((("endpoint", "event"), True), (("status", "next_attempt_at"), False),
-                   (("endpoint", "created_at"), False))
+                   (("endpoint", "created_at"), False), (("endpoint", "status", "next_attempt_at"), False))
 
     @classmethod
     def of_endpoint(cls, endpoint_id, workspace_id):
@@ -440,25 +489,25 @@ def has_endpoints(workspace_id):
 
 def fan_out(workspace_id=None, limit=1000):
     """Turn outbox events past each workspace's cursor into deliveries, moving the cursor in
-    the same transaction; returns the new deliveries' ids (to send now)."""
-    created = []
+    the same transaction; returns the ids of the endpoints that got new deliveries (to send now)."""
+    endpoints = set()
     cursors = WebhookCursor.select(WebhookCursor.workspace)
     if workspace_id is not None:
         cursors = cursors.where(WebhookCursor.workspace == workspace_id)
     for (workspace,) in list(cursors.tuples()):
-        created += _fan_out_workspace(workspace, limit)
-    return created
+        endpoints.update(_fan_out_workspace(workspace, limit))
+    return sorted(endpoints)
 
 
 def _fan_out_workspace(workspace_id, limit):
     with write_transaction():
         cursor = for_update(WebhookCursor.select().where(WebhookCursor.workspace == workspace_id)).first()
         if cursor is None:
-            return []
+            return set()
         batch = list(Event.select().where((Event.workspace == workspace_id) & (Event.seq > cursor.last_seq))
                      .order_by(Event.seq).limit(limit))
         if not batch:
-            return []
+            return set()
         endpoints = list(WebhookEndpoint.select().where((WebhookEndpoint.workspace == workspace_id)
                                                         & WebhookEndpoint.disabled_at.is_null()))
         at, created_at, rows = now(), utcnow(), []
@@ -474,7 +523,13 @@ def _fan_out_workspace(workspace_id, limit):
                      for endpoint in targets]
         insert_rows(WebhookDelivery, rows, ignore_conflicts=True)
         WebhookCursor.update(last_seq=batch[-1].seq).where(WebhookCursor.workspace == workspace_id).execute()
-    return [row["id"] for row in rows]
+    return {row["endpoint"] for row in rows}
+
+
+def _due(at):
+    """Pending, due, and held by nobody."""
+    return ((WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= at)
+            & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < at)))
 
 
 def _addressees(event):
@@ -487,44 +542,96 @@ def _addressees(event):
 
 
 def due(grace_s=0.0, limit=1000):
-    """Pending deliveries whose time came at least `grace_s` ago and that nobody holds, to
-    endpoints that are sending: what a task lost with its worker left behind."""
+    """The endpoints, sending, with deliveries due at least `grace_s` ago that nobody holds:
+    what a task lost with its worker (or a batch cut short) left behind."""
     at = now()
-    query = (WebhookDelivery.select(WebhookDelivery.id).join(WebhookEndpoint)
-             .where((WebhookDelivery.status == "pending")
-                    & (WebhookDelivery.next_attempt_at <= at - datetime.timedelta(seconds=grace_s))
-                    & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < at))
+    query = (WebhookDelivery.select(WebhookDelivery.endpoint).join(WebhookEndpoint)
+             .where(_due(at) & (WebhookDelivery.next_attempt_at <= at - datetime.timedelta(seconds=grace_s))
                     & ~WebhookEndpoint.paused & WebhookEndpoint.disabled_at.is_null())
-             .order_by(WebhookDelivery.next_attempt_at).limit(limit))
-    return [delivery_id for (delivery_id,) in query.tuples()]
+             .distinct().limit(limit))
+    return sorted(endpoint_id for (endpoint_id,) in query.tuples())
 
 
-def _claim(delivery_id, policy):
+CLAIMED = ("id", "endpoint", "message_id", "body", "status", "attempt_count", "attempts", "next_attempt_at",
+           "delivered_at", "event_seq")
+
+
+def _claim(policy, endpoint_id=None, delivery_id=None, limit=BATCH_SIZE):
+    """Lease up to `limit` due deliveries nobody holds (of the endpoint, oldest first, or the
+    one named) with one UPDATE; returns them, oldest first. On PostgreSQL concurrent claimers
+    skip each other's rows; SQLite runs one writer at a time."""
     at = now()
-    claimed = (WebhookDelivery.update(locked_until=at + policy.lease)
-               .where((WebhookDelivery.id == delivery_id) & (WebhookDelivery.status == "pending")
-                      & (WebhookDelivery.next_attempt_at <= at)
-                      & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < at)))
-               .execute())
-    if not claimed:
-        return None
-    return (WebhookDelivery.select(WebhookDelivery, WebhookEndpoint).join(WebhookEndpoint)
-            .where(WebhookDelivery.id == delivery_id).first())
+    if delivery_id is not None:
+        which = (WebhookDelivery.id == delivery_id) & _due(at)
+    else:
+        oldest = (WebhookDelivery.select(WebhookDelivery.id)
+                  .where((WebhookDelivery.endpoint == endpoint_id) & _due(at))
+                  .order_by(WebhookDelivery.next_attempt_at).limit(limit))
+        if is_postgres():
+            oldest = oldest.for_update(skip_locked=True)
+        which = WebhookDelivery.id.in_(oldest)
+    claimed = (WebhookDelivery.update(locked_until=at + policy.lease).where(which)
+               .returning(*(WebhookDelivery._meta.fields[name] for name in CLAIMED)).execute())
+    return sorted(claimed, key=lambda delivery: (delivery.next_attempt_at, delivery.event_seq or 0, delivery.id))
+
+
+def _sending_endpoint(endpoint_id):
+    """The endpoint, if it exists and is neither paused nor disabled."""
+    return WebhookEndpoint.get_or_none((WebhookEndpoint.id == endpoint_id) & ~WebhookEndpoint.paused
+                                       & WebhookEndpoint.disabled_at.is_null())
 
 
 def deliver(delivery_id, policy):
     """Make the delivery's next attempt if it is due and nobody else holds it; returns the
     seconds until its next attempt when one is scheduled, else None."""
-    delivery = _claim(delivery_id, policy)  # one UPDATE: atomic on its own
-    if delivery is None:
+    delivery = WebhookDelivery.select(WebhookDelivery.endpoint).where(WebhookDelivery.id == delivery_id).first()
+    endpoint = delivery and _sending_endpoint(delivery.endpoint_id)
+    if endpoint is None:
+        return None  # kept pending while paused or disabled: resuming sends it (the sweep finds it again)
+    claimed = _claim(policy, delivery_id=delivery_id)  # one UPDATE: atomic on its own
+    if not claimed:
         return None
-    endpoint = delivery.endpoint
-    if endpoint.disabled_at or endpoint.paused:
-        # Kept pending: resuming the endpoint sends it (the sweep finds it again).
-        WebhookDelivery.update(locked_until=None).where(WebhookDelivery.id == delivery_id).execute()
-        return None
-    outcome = send(endpoint.url, delivery.message_id, delivery.body, endpoint.signing_secrets(), policy)
-    return _record(delivery, outcome, policy)
+    _, retries = _attempt(endpoint, claimed, policy)
+    return retries[0][1] if retries else None
+
+
+def deliver_due(endpoint_id, policy, batch_size=BATCH_SIZE):
+    """Send the endpoint's due deliveries, a claimed batch at a time over one kept-alive
+    connection, each batch's outcomes written in one transaction, until none is left or a
+    batch is cut short. Returns [(delivery id, seconds until its retry)] for each that failed
+    and will be tried again: retries are scheduled one by one, as `deliver` makes them."""
+    retries = []
+    while True:
+        endpoint = _sending_endpoint(endpoint_id)
+        claimed = _claim(policy, endpoint_id=endpoint_id, limit=batch_size) if endpoint else []
+        if not claimed:
+            return retries
+        finished, failed = _attempt(endpoint, claimed, policy)
+        retries += failed
+        if not finished or len(claimed) < batch_size:
+            return retries  # what came in since was announced by its own fan-out
+
+
+def _attempt(endpoint, claimed, policy):
+    """Send claimed deliveries to their endpoint in order, then record every outcome in one
+    transaction. A batch stops at a receiver that gave no answer, answered 410, or asked to
+    wait (Retry-After), and when sending took longer than `timeout_s` (the lease must outlast
+    the last send): the rest is released unattempted, after the wait asked for if any.
+    Returns (whether all were sent, [(delivery id, wait)] of the failures to retry)."""
+    started = time.monotonic()
+    sender = _Sender(endpoint.url, endpoint.id, policy)
+    signing_secrets = endpoint.signing_secrets()
+    sent = []
+    for delivery in claimed:
+        if sent and (_cuts_short(sent[-1][1]) or time.monotonic() - started > policy.timeout_s):
+            break
+        sent.append((delivery, sender.send(delivery.message_id, delivery.body, signing_secrets)))
+    postpone = sent[-1][1].retry_after if len(sent) < len(claimed) else None
+    return len(sent) == len(claimed), _record(endpoint.id, sent, claimed[len(sent):], policy, postpone)
+
+
+def _cuts_short(outcome):
+    return outcome.status_code in (None, 410) or outcome.retry_after is not None
 
 
 DELIVERY_OUTCOME = ("attempt_count", "attempts", "last_status_code", "last_error", "locked_until", "status",
@@ -533,41 +640,56 @@ ENDPOINT_HEALTH = ("last_status_code", "last_attempt_at", "last_delivery_status"
                    "failing_since", "disabled_at", "disabled_reason")
 
 
-def _record(delivery, outcome, policy):
-    """Write the attempt's outcome: the delivery's (held under our lease, so nobody else
-    writes it) and the endpoint's health, with its row locked for the failure rules."""
+def _record(endpoint_id, sent, unsent, policy, postpone=None):
+    """Write a batch's outcomes in one transaction: each delivery's (held under our lease, so
+    nobody else writes it), and the endpoint's health, its row locked for the failure rules,
+    which apply outcome by outcome in the order sent. Unsent deliveries are released, after
+    `postpone` seconds if given. Returns [(delivery id, wait)] of the failures to retry."""
     at = now()
+    retries = []
+    with events.transaction():
+        endpoint = for_update(WebhookEndpoint.select().where(WebhookEndpoint.id == endpoint_id)).first()
+        if endpoint is None:  # deleted meanwhile, its deliveries with it
+            return []
+        for delivery, outcome in sent:
+            wait = _apply(endpoint, delivery, outcome, at, policy)
+            if wait is not None:
+                retries.append((delivery.id, wait))
+        for delivery in unsent:
+            delivery.locked_until = None
+            if postpone is not None:
+                delivery.next_attempt_at = max(delivery.next_attempt_at, at + datetime.timedelta(seconds=postpone))
+        endpoint.save(only=[WebhookEndpoint._meta.fields[name] for name in ENDPOINT_HEALTH])
+        update_rows(WebhookDelivery, [delivery for delivery, _ in sent], DELIVERY_OUTCOME)
+        update_rows(WebhookDelivery, unsent, ("locked_until", "next_attempt_at"))
+    return retries
+
+
+def _apply(endpoint, delivery, outcome, at, policy):
+    """One attempt's outcome, onto the delivery and the endpoint's health (objects, written by
+    the caller); returns the seconds until the delivery's retry, or None."""
     delivery.attempt_count += 1
     delivery.attempts = (delivery.attempts + [{
         "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "status_code": outcome.status_code,
         "duration_ms": outcome.duration_ms, "error": outcome.error}])[-MAX_ATTEMPTS_KEPT:]
     delivery.last_status_code, delivery.last_error, delivery.locked_until = outcome.status_code, outcome.error, None
-    wait = None
-    with events.transaction():
-        if outcome.ok:
-            delivery.status, delivery.delivered_at, delivery.next_attempt_at = "succeeded", at, None
-            (WebhookEndpoint.update(last_status_code=outcome.status_code, last_attempt_at=at,
-                                    last_delivery_status="succeeded", failures_in_a_row=0, failing_since=None)
-             .where(WebhookEndpoint.id == delivery.endpoint_id).execute())
-        else:
-            endpoint = for_update(WebhookEndpoint.select().where(WebhookEndpoint.id == delivery.endpoint_id)).first()
-            if endpoint is None:  # deleted meanwhile, its deliveries with it
-                return None
-            endpoint.last_status_code, endpoint.last_attempt_at = outcome.status_code, at
-            endpoint.last_delivery_status = "failed"
-            endpoint.failures_in_a_row += 1
-            endpoint.failing_since = endpoint.failing_since or at
-            if outcome.status_code == 410 and not endpoint.disabled_at:
-                endpoint.disable("The receiver answered 410 Gone", at)
-            elif not endpoint.disabled_at and at - endpoint.failing_since >= policy.failing_limit:
-                endpoint.disable(f"Failing since {endpoint.failing_since:%Y-%m-%dT%H:%M:%SZ}", at)
-            wait = None if endpoint.disabled_at else policy.wait_before(delivery.attempt_count + 1)
-            if wait is not None and outcome.retry_after is not None:
-                wait = max(wait, outcome.retry_after)
-            if wait is None:
-                delivery.status, delivery.next_attempt_at = "failed", None
-            else:
-                delivery.next_attempt_at = at + datetime.timedelta(seconds=wait)
-            endpoint.save(only=[WebhookEndpoint._meta.fields[name] for name in ENDPOINT_HEALTH])
-        delivery.save(only=[WebhookDelivery._meta.fields[name] for name in DELIVERY_OUTCOME])
+    endpoint.last_status_code, endpoint.last_attempt_at = outcome.status_code, at
+    if outcome.ok:
+        delivery.status, delivery.delivered_at, delivery.next_attempt_at = "succeeded", at, None
+        endpoint.last_delivery_status, endpoint.failures_in_a_row, endpoint.failing_since = "succeeded", 0, None
+        return None
+    endpoint.last_delivery_status = "failed"
+    endpoint.failures_in_a_row += 1
+    endpoint.failing_since = endpoint.failing_since or at
+    if outcome.status_code == 410 and not endpoint.disabled_at:
+        endpoint.disable("The receiver answered 410 Gone", at)
+    elif not endpoint.disabled_at and at - endpoint.failing_since >= policy.failing_limit:
+        endpoint.disable(f"Failing since {endpoint.failing_since:%Y-%m-%dT%H:%M:%SZ}", at)
+    wait = None if endpoint.disabled_at else policy.wait_before(delivery.attempt_count + 1)
+    if wait is not None and outcome.retry_after is not None:
+        wait = max(wait, outcome.retry_after)
+    if wait is None:
+        delivery.status, delivery.next_attempt_at = "failed", None
+    else:
+        delivery.next_attempt_at = at + datetime.timedelta(seconds=wait)
     return wait

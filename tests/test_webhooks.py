@@ -32,19 +32,25 @@ INSECURE = outbound.Policy(allow_insecure=True, timeout_s=5, retry_scale=0.001)
 
 
 class Receiver:
-    """A threaded HTTP server on loopback: verifies each message with every secret it knows,
-    answers with `respond(body) -> (status, headers)`, and keeps what it verified."""
+    """A threaded HTTP/1.1 server on loopback: verifies each message with every secret it knows,
+    answers with `respond(body) -> (status, headers)`, and keeps what it verified, and the
+    connection (client port) each request came on."""
 
     def __init__(self, respond=None):
         self.secrets, self.respond = [], respond or (lambda body: (204, {}))
-        self.verified, self.unverified, self.requests = [], [], 0
+        self.verified, self.unverified, self.requests, self.connections = [], [], 0, []
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                status, headers = receiver.receive(body, {k.lower(): v for k, v in self.headers.items()})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    receiver.connections.append((self.path, self.client_address[1]))
+                status, headers = receiver.receive(body, headers)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -55,6 +61,7 @@ class Receiver:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -237,7 +244,7 @@ def _endpoint(app, url, events=("*",)):
 
 def _fan_out_and_deliver(app, policy=INSECURE):
     with app.app_context(), db.connection_context():
-        return {delivery_id: outbound.deliver(delivery_id, policy) for delivery_id in outbound.fan_out()}
+        return {endpoint_id: outbound.deliver_due(endpoint_id, policy) for endpoint_id in outbound.fan_out()}
 
 
 def test_an_event_arrives_signed_in_the_standard_webhooks_shape(insecure_app, auth, receiver):
@@ -316,8 +323,8 @@ def test_a_paused_endpoint_keeps_its_deliveries_until_resumed(insecure_app, auth
     assert hook.requests == 0
     client.patch(f"/v1/webhooks/{endpoint.id}", headers=headers, json={"paused": False})
     with insecure_app.app_context(), db.connection_context():
-        for delivery_id in outbound.due():
-            outbound.deliver(delivery_id, INSECURE)
+        for endpoint_id in outbound.due():
+            outbound.deliver_due(endpoint_id, INSECURE)
     assert len(hook.verified) >= 1
 
 
@@ -347,6 +354,116 @@ def test_events_from_before_an_endpoint_existed_are_not_sent(insecure_app, auth,
     client.post("/v1/issues", headers=headers, json={"title": "After"})
     _fan_out_and_deliver(insecure_app)
     assert [message["data"]["issue"]["title"] for _, message, _ in hook.verified] == ["After"]
+
+
+def _queued(app, endpoint, count):
+    """`count` test messages queued for the endpoint, oldest first."""
+    with app.app_context(), db.connection_context():
+        return [WebhookEndpoint.send_test(endpoint.id, SEED_WORKSPACE).id for _ in range(count)]
+
+
+def _deliveries(app, ids):
+    with app.app_context(), db.connection_context():
+        found = {delivery.id: delivery for delivery in WebhookDelivery.select().where(WebhookDelivery.id.in_(ids))}
+    return [found[delivery_id] for delivery_id in ids]
+
+
+def test_a_batch_goes_over_one_connection_and_retries_each_failure_on_its_own(insecure_app, receiver):
+    answers = iter([204, 500, 204, 503, 204, 204])
+    hook = receiver(lambda message: (next(answers), {}))
+    endpoint = _endpoint(insecure_app, hook.url)
+    hook.secrets.append(endpoint.new_secret)
+    ids = _queued(insecure_app, endpoint, 5)
+    with insecure_app.app_context(), db.connection_context():
+        retries = outbound.deliver_due(endpoint.id, INSECURE)
+    assert [delivery_id for delivery_id, _ in retries] == [ids[1], ids[3]]
+    assert all(0 < wait < 1 for _, wait in retries)
+    rows = _deliveries(insecure_app, ids)
+    assert [row.status for row in rows] == ["succeeded", "pending", "succeeded", "pending", "succeeded"]
+    assert [row.last_status_code for row in rows] == [204, 500, 204, 503, 204]
+    assert all(row.attempt_count == 1 and row.locked_until is None for row in rows)
+    assert len({port for _, port in hook.connections}) == 1
+    with insecure_app.app_context(), db.connection_context():
+        assert WebhookEndpoint.get_by_id(endpoint.id).health["failures_in_a_row"] == 0  # the last one succeeded
+        time.sleep(retries[0][1])
+        assert outbound.deliver(ids[1], INSECURE) is None  # the retry: this delivery alone
+    rows = _deliveries(insecure_app, ids)
+    assert [attempt["status_code"] for attempt in rows[1].attempts] == [500, 204] and rows[1].status == "succeeded"
+    assert rows[3].attempt_count == 1 and hook.requests == 6
+
+
+def test_kept_alive_connections_carry_one_endpoint_each(insecure_app, receiver):
+    hook = receiver()
+    first, second = _endpoint(insecure_app, hook.url + "/first"), _endpoint(insecure_app, hook.url + "/second")
+    hook.secrets += [first.new_secret, second.new_secret]
+    for _ in range(2):
+        for endpoint in (first, second):
+            _queued(insecure_app, endpoint, 3)
+        with insecure_app.app_context(), db.connection_context():
+            for endpoint in (first, second):
+                assert outbound.deliver_due(endpoint.id, INSECURE) == []
+    ports = {path: {port for each, port in hook.connections if each == path} for path in ("/hook/first", "/hook/second")}
+    assert len(hook.connections) == 12 and len(hook.verified) == 12
+    assert len(ports["/hook/first"]) == 1 and len(ports["/hook/second"]) == 1  # reused across batches
+    assert ports["/hook/first"].isdisjoint(ports["/hook/second"])
+
+
+def test_a_410_stops_the_batch_and_leaves_the_rest_pending(insecure_app, receiver):
+    answers = iter([204, 410])
+    hook = receiver(lambda message: (next(answers), {}))
+    endpoint = _endpoint(insecure_app, hook.url)
+    hook.secrets.append(endpoint.new_secret)
+    ids = _queued(insecure_app, endpoint, 4)
+    with insecure_app.app_context(), db.connection_context():
+        assert outbound.deliver_due(endpoint.id, INSECURE) == []
+        assert WebhookEndpoint.get_by_id(endpoint.id).status == "disabled"
+    rows = _deliveries(insecure_app, ids)
+    assert [row.status for row in rows] == ["succeeded", "failed", "pending", "pending"]
+    assert [row.attempt_count for row in rows[2:]] == [0, 0] and all(row.locked_until is None for row in rows)
+    assert hook.requests == 2
+
+
+def test_a_retry_after_holds_the_rest_of_the_batch_unattempted(insecure_app, receiver):
+    hook = receiver(lambda message: (429, {"Retry-After": "120"}))
+    endpoint = _endpoint(insecure_app, hook.url)
+    hook.secrets.append(endpoint.new_secret)
+    ids = _queued(insecure_app, endpoint, 3)
+    with insecure_app.app_context(), db.connection_context():
+        [(delivery_id, wait)] = outbound.deliver_due(endpoint.id, INSECURE)
+        assert outbound.deliver_due(endpoint.id, INSECURE) == []  # nothing due: nothing sent
+    assert delivery_id == ids[0] and wait >= 120 and hook.requests == 1
+    rows = _deliveries(insecure_app, ids)
+    assert [row.attempt_count for row in rows] == [1, 0, 0]
+    assert all(row.next_attempt_at >= outbound.now() + datetime.timedelta(seconds=110) for row in rows)
+
+
+def test_a_receiver_that_does_not_answer_costs_one_attempt_a_batch(insecure_app):
+    endpoint = _endpoint(insecure_app, f"http://127.0.0.1:{free_port()}/hook")
+    ids = _queued(insecure_app, endpoint, 3)
+    with insecure_app.app_context(), db.connection_context():
+        [(delivery_id, _)] = outbound.deliver_due(endpoint.id, INSECURE)
+    rows = _deliveries(insecure_app, ids)
+    assert delivery_id == ids[0] and rows[0].last_error and rows[0].last_status_code is None
+    assert [row.attempt_count for row in rows] == [1, 0, 0] and all(row.status == "pending" for row in rows)
+
+
+def test_concurrent_batches_for_one_endpoint_send_each_message_once(insecure_app, receiver):
+    hook = receiver(lambda message: (time.sleep(0.005), (204, {}))[1])
+    endpoint = _endpoint(insecure_app, hook.url)
+    hook.secrets.append(endpoint.new_secret)
+    ids = _queued(insecure_app, endpoint, 40)
+
+    def drain():
+        with insecure_app.app_context(), db.connection_context():
+            outbound.deliver_due(endpoint.id, INSECURE, batch_size=5)
+
+    threads = [threading.Thread(target=drain) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert hook.requests == 40 and len(hook.message_ids()) == 40
+    assert all(row.status == "succeeded" and row.attempt_count == 1 for row in _deliveries(insecure_app, ids))
 
 
 # ---------------------------------------------------------------------------------------------
