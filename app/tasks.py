@@ -24,18 +24,19 @@ import time
 from urllib.parse import urlsplit
 
 from flask import current_app
-from huey import Huey
+from huey import Huey, crontab
 from huey.consumer import Consumer
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
 from . import mail
 
-from models import alerts, db, webhooks
+from models import alerts, db, predictions, webhooks
 from models import events as outbox
 from models.base import is_postgres
 
 log = logging.getLogger("causeloop.tasks")
 NAME = "causeloop"
+PREDICTIONS_EVERY_MINUTES = 15
 
 # Bound to its storage by init_app(); until then it drops what it is given.
 huey = Huey(NAME, results=False, utc=True, storage_class=BlackHoleStorage)
@@ -176,8 +177,20 @@ def _committed(events):
         log.exception("could not queue alert deliveries")
 
 
-def make_consumer(app):
-    return Consumer(huey, workers=app.config["WORKER_THREADS"], periodic=False, initial_delay=0.05,
+@huey.periodic_task(crontab(minute=f"*/{PREDICTIONS_EVERY_MINUTES}"), retries=0)
+@huey.lock_task("causeloop-predictions")
+def recompute_predictions():
+    """Every workspace's predictions afresh (time moves them even when no link does: a
+    pattern's evidence decays, a rule's snooze runs out), on the worker's schedule. Only the
+    `flask worker` consumer schedules it; the lock (in the queue's storage) keeps two workers
+    from running it at once."""
+    with _context():
+        changed = predictions.recompute_all()
+    log.info("predictions recomputed: %d rows changed", sum(changed.values()))
+
+
+def make_consumer(app, periodic=False):
+    return Consumer(huey, workers=app.config["WORKER_THREADS"], periodic=periodic, initial_delay=0.05,
                     backoff=1.5, max_delay=0.5, check_worker_health=True)
 
 
@@ -203,7 +216,7 @@ def start_inline(app):
 def run_worker(app):
     """The `flask worker` command: Huey's consumer in the foreground (SIGTERM stops it after
     the tasks under way; SIGINT at once), and the sweeper beside it."""
-    consumer = make_consumer(app)
+    consumer = make_consumer(app, periodic=True)
     stop = threading.Event()
     threading.Thread(target=_sweep_forever, args=(app.config["WEBHOOK_SWEEP_S"], stop),
                      name="causeloop-sweep", daemon=True).start()

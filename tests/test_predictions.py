@@ -216,3 +216,18 @@ def test_every_listed_prediction_equals_the_schema_dump(app, client, auth):
         dumped = {row.id: PredictionSchema().dump(row) for row in Prediction.select()}
     for item in listed:
         assert item == dumped[item["id"]] and list(item) == list(dumped[item["id"]])
+
+
+def test_the_worker_recomputes_every_workspaces_predictions_on_its_schedule(app):
+    from app import tasks
+
+    quarter_hour = datetime.datetime(2026, 1, 1, 12, 15)
+    assert [task.name for task in tasks.huey.read_periodic(quarter_hour)] == ["recompute_predictions"]
+    assert not tasks.huey.read_periodic(quarter_hour + datetime.timedelta(minutes=1))
+    with app.app_context(), db.connection_context():
+        Prediction.update(probability=0.0).where(Prediction.workspace == OTHER_WORKSPACE).execute()
+    with app.app_context():
+        tasks.recompute_predictions.call_local()
+    with app.app_context(), db.connection_context():
+        assert Prediction.select().where((Prediction.workspace == OTHER_WORKSPACE) & (Prediction.probability > 0)).exists()
+    assert tasks.make_consumer(app, periodic=True).periodic and not tasks.make_consumer(app).periodic
