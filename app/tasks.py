@@ -185,8 +185,34 @@ def recompute_predictions():
     `flask worker` consumer schedules it; the lock (in the queue's storage) keeps two workers
     from running it at once."""
     with _context():
-        changed = predictions.recompute_all()
+        changed = in_background(predictions.recompute_all)
     log.info("predictions recomputed: %d rows changed", sum(changed.values()))
+
+
+BACKGROUND_NICENESS = 10
+
+
+def in_background(function, *args):
+    """function(*args) in a thread of its own at a lower CPU priority (on Linux, niceness is a
+    thread's: the worker's other threads, and web processes on the same machine, come first),
+    in the caller's app context; returns its result."""
+    app, result = current_app._get_current_object(), {}
+
+    def run():
+        if hasattr(os, "setpriority"):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+        with app.app_context():
+            try:
+                result["value"] = function(*args)
+            except BaseException as error:  # re-raised in the caller
+                result["error"] = error
+
+    thread = threading.Thread(target=run, name="causeloop-background")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def make_consumer(app, periodic=False):

@@ -8,7 +8,9 @@ how far the stored 7-day probabilities are from the true ones.
 
 Scale (--scale): 10,000 patterns over about 1,000,000 issues (generating them takes a minute
 or two), then recompute_all() timed from nothing (every row inserted) and again (steady
-state), and one write-path recompute of a single pattern.
+state), and one write-path recompute of a single pattern. On SQLite, then: lists and GETs
+against the Procfile's web process, timed alone and while a warm worker process runs its
+periodic recompute (app/tasks.py: recompute_predictions), at steady state and from nothing.
 
 Prints figures, asserts nothing.
 
@@ -110,6 +112,85 @@ def scale(args):
                 predictions.recompute(WORKSPACE, [busiest])
             timings.append(time.perf_counter() - started)
     print(f"write-path recompute of one pattern ({busiest}): {1000 * min(timings):.1f} ms (best of 5)")
+    if args.database_url is None:
+        reads_during_recompute(url, made["owner_id"], busiest)
+
+
+PERIODIC_TASK = """
+import sys
+from app import create_app, tasks
+app = create_app()
+print("ready", flush=True)
+sys.stdin.readline()
+with app.app_context():
+    tasks.recompute_predictions.call_local()
+"""
+READ_ROUTES = ["/v1/issues?limit=25", "/v1/patterns?limit=25", "/v1/predictions?limit=25&window_days=7",
+               "/v1/predictions/summary?window=7d", "/v1/patterns/{pattern}", "/v1/issues?limit=25&severity=high"]
+
+
+def reads_during_recompute(url, owner_id, pattern_id):
+    """Lists and GETs against the Procfile's web process (2 workers), timed alone and while a
+    warm worker process runs the periodic recompute task: first at steady state, then from
+    nothing (every prediction deleted, all rewritten)."""
+    import subprocess
+
+    import requests
+
+    from app.auth import start_session
+    from models import ROLE_SCOPES, Prediction, db
+    from servers import web
+
+    with open_app(url).app_context(), db.connection_context():
+        token = start_session(owner_id, WORKSPACE, ROLE_SCOPES["owner"])["access_token"]
+    env = {"DATABASE_URL": url, "JWT_SECRET": "bench-" + "x" * 40, "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": "2",
+           "RATE_LIMIT": "1000000/minute", "WORKER": "external"}
+    paths = [path.format(pattern=pattern_id) for path in READ_ROUTES]
+    with web(env) as (_, base), requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {token}"
+
+        def one_round():
+            took = {}
+            for path in paths:
+                started = time.perf_counter()
+                response = session.get(base + path)
+                took[path] = time.perf_counter() - started
+                if response.status_code != 200:
+                    raise SystemExit(f"{path}: {response.status_code} {response.text[:300]}")
+            return took
+
+        def rounds_while(condition, at_least):
+            samples = {path: [] for path in paths}
+            count = 0
+            while count < at_least or condition():
+                for path, seconds in one_round().items():
+                    samples[path].append(seconds)
+                count += 1
+            return samples
+
+        for _ in range(20):
+            one_round()  # warm caches
+        alone = rounds_while(lambda: False, 200)
+        for label, reset in (("steady state", False), ("from nothing", True)):
+            if reset:
+                with db.connection_context():
+                    Prediction.delete().execute()
+            # A warm worker process running its periodic task, as `flask worker` would.
+            worker = subprocess.Popen([sys.executable, "-c", PERIODIC_TASK], cwd=ROOT, env={**os.environ, **env},
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert worker.stdout.readline().strip() == "ready"
+            started = time.perf_counter()
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+            during = rounds_while(lambda: worker.poll() is None, 20)
+            seconds = time.perf_counter() - started
+            print(f"reads while the worker's periodic recompute ran {label} ({seconds:.1f} s, "
+                  f"exit {worker.returncode}), median ms alone -> during (change):")
+            for path in paths:
+                before, after = float(np.median(alone[path])) * 1000, float(np.median(during[path])) * 1000
+                print(f"  {path:45} {before:7.2f} -> {after:7.2f}  ({after / before - 1:+.0%}; "
+                      f"p95 {np.percentile(alone[path], 95) * 1000:.2f} -> {np.percentile(during[path], 95) * 1000:.2f})")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def main():
