@@ -199,8 +199,9 @@ def in_background(function, *args):
     app, result = current_app._get_current_object(), {}
 
     def run():
-        if hasattr(os, "setpriority"):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+        if hasattr(os, "setpriority"):  # never up: raising a priority takes privileges
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, max(BACKGROUND_NICENESS, os.getpriority(os.PRIO_PROCESS, me)))
         with app.app_context():
             try:
                 result["value"] = function(*args)

@@ -231,3 +231,18 @@ def test_the_worker_recomputes_every_workspaces_predictions_on_its_schedule(app)
     with app.app_context(), db.connection_context():
         assert Prediction.select().where((Prediction.workspace == OTHER_WORKSPACE) & (Prediction.probability > 0)).exists()
     assert tasks.make_consumer(app, periodic=True).periodic and not tasks.make_consumer(app).periodic
+
+
+def test_background_work_runs_at_a_lower_priority_and_reports_its_failure(app):
+    import os
+    import threading
+
+    from app import tasks
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with app.app_context():
+        theirs = tasks.in_background(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert theirs == max(mine, tasks.BACKGROUND_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's is untouched
+        with pytest.raises(ZeroDivisionError):
+            tasks.in_background(lambda: 1 / 0)
