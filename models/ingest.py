@@ -143,10 +143,9 @@ class Grouper:
         recorded then, once the explanations they carry are whole."""
         self.workspace_id, self.now, self.batched = workspace_id, now, batched
         self._unexplained = []  # batched: (issue, pattern id, its query) whose nearest settle() adds
-        self._updates = []  # batched: issues whose issue.updated event settle() records
+        self._updates = {}  # batched: id -> issue whose issue.updated event settle() records
         self.created = set()
         self.fresh = set()  # issues this write created: their issue.created event says it all
-        self._members = None  # similarity.Members, read as explanations need them
         self._grown = set()  # patterns similarity placement created or grew in this write
         self._counted = {}  # issue id -> (pattern id, weight) it joined in the index in this write
         self._unsaved = {}  # issue id -> Issue whose link or explanation flush() must save
@@ -209,11 +208,9 @@ class Grouper:
         if issue.pattern_id != pattern_id:
             issue.pattern = pattern_id
             issue.updated_at = self.now
-            if issue.id in self.fresh:
-                pass
-            elif self.batched:
-                self._updates.append(issue)
-            else:
+            if issue.id not in self.fresh and self.batched:
+                self._updates[issue.id] = issue  # one event, at settle(), however often it moves
+            elif issue.id not in self.fresh:
                 events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
         elif not explained:
             return
@@ -298,7 +295,7 @@ class Grouper:
                 if (issue.detection or {}).get("pattern_id") == pattern_id:  # not explained again since
                     issue.detection["nearest"] = found[issue.id]
             self._unexplained.clear()
-        for issue in self._updates:
+        for issue in self._updates.values():
             events.record(issue.workspace_id, "issue.updated", issue=issue, changed=["pattern_id"])
         self._updates.clear()
 
@@ -347,13 +344,6 @@ class Grouper:
                 [(issue.title, vector), (partner.title, representation.decode_one(partner.embedding))])
         return self._create_pattern(name, fingerprint, "Detected automatically: these issues read alike.")
 
-    def _nearest(self, pattern_id, issue, query=None):
-        """The pattern's members most like the issue, among its 10 most recent before this
-        write (read once per pattern per write)."""
-        if self._members is None:
-            self._members = similarity.Members(self.index)
-        return self._members.nearest(issue, pattern_id, query)
-
     def _explain(self, issue, placement, pattern_id, paired_with=None):
         """Keep why the issue is where it is (or waits) with it."""
         explanation = placement.explain()
@@ -362,7 +352,8 @@ class Grouper:
             explanation["nearest"] = []  # settle() adds them
             self._unexplained.append((issue, pattern_id, None if paired_with else placement.query))
         elif pattern_id is not None:
-            explanation["nearest"] = self._nearest(pattern_id, issue, None if paired_with else placement.query)
+            query = None if paired_with else placement.query
+            explanation["nearest"] = similarity.nearest_members(self.index, [(issue, pattern_id, query)])[issue.id]
         if paired_with is not None:
             explanation["paired_with"] = paired_with
         vocabulary = issue.detection or {}

@@ -184,7 +184,7 @@ def regroup(workspace_id, apply=False):
     try:
         with events.transaction():
             similarity.lock_workspace(workspace_id)
-            grouper = Grouper(workspace_id, utcnow())
+            grouper = Grouper(workspace_id, utcnow(), batched=True)
             for issue in for_update(Issue.in_workspace(workspace_id).where(
                     ~Issue.pinned & Issue.embedding.is_null(False)).order_by(Issue.created_at, Issue.id)):
                 if by_fingerprint(issue.detection):

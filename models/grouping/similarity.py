@@ -23,7 +23,7 @@ import numpy as np
 import peewee as pw
 
 from ..accounts import Workspace
-from ..base import BaseModel, db, is_postgres, prepared_rows, utcnow
+from ..base import BaseModel, db, is_postgres, utcnow
 from ..issues import Issue
 from ..patterns import Pattern
 from . import representation
@@ -446,47 +446,16 @@ class Index:
         self._waiting_stale = set(self.waiting)
 
 
-class Members:
-    """Patterns' most recent members, centred, for naming the ones nearest an issue (the
-    evidence a person can open). Each pattern's are read once, on first use, as they were
-    before the write that explains."""
-
-    LIMIT = 10
-
-    def __init__(self, index):
-        self.index = index
-        self._read = {}  # pattern id -> (member ids, centred dense rows, centred hashed rows)
-
-    def _of(self, pattern_id):
-        if pattern_id not in self._read:
-            rows = prepared_rows("grouping.Members", lambda pattern_id: (
-                Issue.select(Issue.id, Issue.source, Issue.embedding)
-                .where((Issue.pattern == pattern_id) & Issue.embedding.is_null(False))
-                .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(self.LIMIT)), pattern_id=pattern_id)
-            vectors = representation.decode([bytes(embedding) for _, _, embedding in rows])
-            sources = [source for _, source, _ in rows]
-            for source in set(sources) & set(self.index.means):
-                vectors[[n for n, s in enumerate(sources) if s == source]] -= self.index.means[source].astype(np.float32)
-            self._read[pattern_id] = ([issue_id for issue_id, _, _ in rows], *_split_unit(vectors))
-        return self._read[pattern_id]
-
-    def nearest(self, issue, pattern_id, query=None, limit=NEAREST_SHOWN):
-        """[{"issue_id", "score"}] of the pattern's members most like the issue, best first.
-        `query`: the issue's Index.query(), when the caller has it."""
-        ids, dense, hashed = self._of(pattern_id)
-        if not ids or issue.embedding is None:
-            return []
-        mine_dense, mine_hashed = query or self.index.query(representation.decode_one(issue.embedding), issue.source)
-        scores = 0.5 * (dense @ mine_dense) + 0.5 * (hashed @ mine_hashed)
-        order = [i for i in np.argsort(-scores, kind="stable") if ids[i] != issue.id][:limit]
-        return [{"issue_id": ids[i], "score": round(float(scores[i]), 4)} for i in order]
+MEMBERS_COMPARED = 10  # a pattern's most recent members an explanation compares an issue with
 
 
 def nearest_members(index, wanted, limit=NEAREST_SHOWN, united=50):
-    """Members.nearest() for many issues at once: [(issue, pattern id, its Index.query() or
-    None)] -> {issue id: [{"issue_id", "score"}, ...]}. The members of `united` patterns are
-    read by one statement (a LIMIT per pattern, united, each part on the (pattern, created)
-    index) and held only while their issues are scored."""
+    """For [(issue, pattern id, the issue's Index.query() or None)], the pattern's members
+    most like the issue, among its MEMBERS_COMPARED most recent (as the database has them:
+    before the write's links are saved): {issue id: [{"issue_id", "score"}, ...]}, best first —
+    the evidence a person can open. The members of `united` patterns are read by one statement
+    (a LIMIT per pattern, united, each part on the (pattern, created) index) and held only while
+    their issues are scored."""
     askers = collections.defaultdict(list)
     for issue, pattern_id, query in wanted:
         askers[pattern_id].append((issue, query))
@@ -494,7 +463,7 @@ def nearest_members(index, wanted, limit=NEAREST_SHOWN, united=50):
     pattern_ids = sorted(askers)
     part = ('SELECT * FROM (SELECT "pattern_id", "id", "source", "embedding" FROM "issue" '
             f'WHERE "pattern_id" = {db.param} AND "embedding" IS NOT NULL '
-            f'ORDER BY "created_at" DESC, "id" DESC LIMIT {Members.LIMIT}) AS "part{{}}"')
+            f'ORDER BY "created_at" DESC, "id" DESC LIMIT {MEMBERS_COMPARED}) AS "part{{}}"')
     for start in range(0, len(pattern_ids), united):
         chunk = pattern_ids[start:start + united]
         rows = db.execute_sql(" UNION ALL ".join(part.format(n) for n in range(len(chunk))), chunk).fetchall()
