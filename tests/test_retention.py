@@ -92,3 +92,26 @@ def test_the_prune_command_reports_what_it_deleted(app, client, auth):
     result = app.test_cli_runner().invoke(args=["prune", "--batch-size", "5"])
     assert result.exit_code == 0, result.output
     assert f"{SEED_WORKSPACE}: " in result.output
+
+
+def test_a_prune_over_a_generated_workspace_keeps_every_counter_exact(app):
+    """A realistic mix: 600 issues over 15 patterns (Zipf sizes, every severity, a fifth
+    unlinked), two years of timestamps; small batches so many patterns move in each."""
+    from models import retention
+
+    workspace = "ws_prune_mix"
+    result = app.test_cli_runner().invoke(args=["generate", "--workspace", workspace, "--issues", "600",
+                                                "--patterns", "15", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    with app.app_context(), db.connection_context():
+        RetentionSettings.create(workspace=workspace, issues_days=30)
+        cutoff = utcnow() - datetime.timedelta(days=30)
+        old = Issue.in_workspace(workspace).where(Issue.updated_at < cutoff)
+        expected, kept = old.count(), Issue.in_workspace(workspace).count() - old.count()
+        assert old.where(Issue.pattern.is_null(False)).count() > 0 and old.where(Issue.pattern.is_null()).count() > 0
+        assert retention.prune(batch=40)[workspace] == {"issues": expected}
+        assert Issue.in_workspace(workspace).count() == kept
+        patterns = [p.id for p in Pattern.in_workspace(workspace)]
+        counted = {p.id: (p.issue_count, p.linked_by_severity) for p in Pattern.in_workspace(workspace)}
+        Pattern.recount(patterns)
+        assert {p.id: (p.issue_count, p.linked_by_severity) for p in Pattern.in_workspace(workspace)} == counted
