@@ -67,7 +67,7 @@ AuditListSchema = list_schema(AuditEntrySchema, "AuditEntryList")
 def filtered(workspace_id, args):
     query = AuditEntry.in_workspace(workspace_id)
     if args.get("action"):
-        query = query.where(AuditEntry.action.startswith(args["action"]))
+        query = query.where(AuditEntry.action_starts_with(workspace_id, args["action"]))
     for name in ("actor_id", "target_id"):
         if args.get(name):
             query = query.where(getattr(AuditEntry, name) == args[name])

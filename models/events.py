@@ -119,7 +119,12 @@ class transaction:
         # SQLite: take the write lock up front. A deferred transaction that read first cannot
         # upgrade once another writer committed (SQLITE_BUSY_SNAPSHOT); an immediate one waits.
         self._atomic = db.atomic() if is_postgres() else db.atomic(lock_type="IMMEDIATE")
-        self._atomic.__enter__()
+        try:
+            self._atomic.__enter__()
+        except BaseException:
+            if self._outermost:  # no transaction began: the thread's next one is outermost again
+                _local.pending = None
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb):

@@ -54,13 +54,37 @@ class WordMatch(pw.ColumnBase):
             (self.query, at_most)).fetchone()[0]
 
 
-def _word_match(where):
-    """The WordMatch that `where` requires (one of its AND-ed terms), if any."""
-    if isinstance(where, WordMatch):
+class FewMatches(pw.ColumnBase):
+    """A condition its maker knows few rows match: on SQLite, which keeps no statistics to tell,
+    first_rows() then starts a page from those rows (read by their own index, then sorted)
+    instead of walking the sort index and filtering it."""
+
+    def __init__(self, condition):
+        super().__init__()
+        self.condition = condition
+
+    def __sql__(self, ctx):
+        return ctx.sql(self.condition)
+
+
+def _required(where, kind):
+    """The `kind` node that `where` requires (one of its AND-ed terms), if any."""
+    if isinstance(where, kind):
         return where
     if isinstance(where, pw.Expression) and where.op == pw.OP.AND:
-        return _word_match(where.lhs) or _word_match(where.rhs)
+        return _required(where.lhs, kind) or _required(where.rhs, kind)
     return None
+
+
+def _word_match(where):
+    return _required(where, WordMatch)
+
+
+def _from_the_matches(query):
+    """`query` ordered so SQLite does not walk the sort index: a unary + on the sort field
+    keeps it from serving the order, so the plan starts from the matches."""
+    first, *rest = query._order_by
+    return query.order_by(pw.Ordering(pw.NodeList((pw.SQL("+"), first.node), glue=""), first.direction), *rest)
 
 
 ROWID = pw.SQL("rowid")
@@ -89,6 +113,8 @@ def first_rows(query, count, sort_field, descending):
     range, and widen the head when it held too few. Where that cannot work (another sort, or
     the word is rare), start from the matches if they are few, else from the index.
     """
+    if not is_postgres() and _required(query._where, FewMatches):
+        return _fetch(_from_the_matches(query).limit(count))
     match = None if is_postgres() or sort_field.null else _word_match(query._where)
     if match is None:
         return _fetch(query.limit(count))
@@ -120,8 +146,5 @@ def first_rows(query, count, sort_field, descending):
         if len(rows) == count or rows_in_head < window:
             return rows
     if match.count(FEW_MATCHES + 1) <= FEW_MATCHES:
-        # A unary + keeps SQLite from walking the sort index: it starts from the matches.
-        first, *rest = query._order_by
-        query = query.order_by(pw.Ordering(pw.NodeList((pw.SQL("+"), first.node), glue=""),
-                                           first.direction), *rest)
+        query = _from_the_matches(query)
     return _fetch(query.limit(count))

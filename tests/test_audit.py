@@ -163,6 +163,23 @@ def test_the_log_filters_by_action_prefix_actor_target_and_time(app, client, aut
     assert ids(until="2000-01-01T00:00:00Z") == []
 
 
+def test_a_prefix_naming_several_actions_pages_them_together_newest_first(app, client, auth):
+    headers = record_some(app, client, auth)
+    invitation = client.get("/v1/invitations", headers=headers).get_json()["data"][0]
+    client.delete(f"/v1/invitations/{invitation['id']}", headers=headers)
+    family = [entry.id for entry in reversed(entries(app)) if entry.action.startswith("invitation.")]
+    assert len({entry.action for entry in entries(app) if entry.id in family}) == 2
+    seen, cursor = [], None
+    while True:
+        page = client.get("/v1/audit-log", headers=headers, query_string={
+            "action": "Invitation.", "limit": 2, **({"cursor": cursor} if cursor else {})}).get_json()
+        seen += [row["id"] for row in page["data"]]
+        cursor = page["page"]["next_cursor"]
+        if not cursor:
+            break
+    assert seen == family
+
+
 def test_the_export_streams_every_matching_entry_as_json_lines(app, client, auth):
     headers = record_some(app, client, auth)
     response = client.get("/v1/audit-log/export", headers=headers, query_string={"action": "invitation."})

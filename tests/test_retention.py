@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-from conftest import SEED_WORKSPACE
+from conftest import ON_POSTGRES, SEED_WORKSPACE
 from models import AuditEntry, AuthSession, Issue, Pattern, RetentionSettings, db, utcnow
 from test_errors import assert_envelope
 
@@ -92,3 +92,53 @@ def test_the_prune_command_reports_what_it_deleted(app, client, auth):
     result = app.test_cli_runner().invoke(args=["prune", "--batch-size", "5"])
     assert result.exit_code == 0, result.output
     assert f"{SEED_WORKSPACE}: " in result.output
+
+
+def test_a_prune_over_a_generated_workspace_keeps_every_counter_exact(app):
+    """A realistic mix: 600 issues over 15 patterns (Zipf sizes, every severity, a fifth
+    unlinked), two years of timestamps; small batches so many patterns move in each."""
+    from models import retention
+
+    workspace = "ws_prune_mix"
+    result = app.test_cli_runner().invoke(args=["generate", "--workspace", workspace, "--issues", "600",
+                                                "--patterns", "15", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    with app.app_context(), db.connection_context():
+        RetentionSettings.create(workspace=workspace, issues_days=30)
+        cutoff = utcnow() - datetime.timedelta(days=30)
+        old = Issue.in_workspace(workspace).where(Issue.updated_at < cutoff)
+        expected, kept = old.count(), Issue.in_workspace(workspace).count() - old.count()
+        assert old.where(Issue.pattern.is_null(False)).count() > 0 and old.where(Issue.pattern.is_null()).count() > 0
+        assert retention.prune(batch=40)[workspace] == {"issues": expected}
+        assert Issue.in_workspace(workspace).count() == kept
+        patterns = [p.id for p in Pattern.in_workspace(workspace)]
+        counted = {p.id: (p.issue_count, p.linked_by_severity) for p in Pattern.in_workspace(workspace)}
+        Pattern.recount(patterns)
+        assert {p.id: (p.issue_count, p.linked_by_severity) for p in Pattern.in_workspace(workspace)} == counted
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's database-wide write lock")
+def test_a_prune_that_waits_for_the_write_lock_still_records_its_events(app, client, auth):
+    """The prune asks for the lock itself; a try that found it taken leaves nothing behind,
+    so the transaction that then begins stores its events."""
+    import sqlite3
+    import threading
+
+    from models import Event, retention
+
+    client.patch(PATH, headers=auth(), json={"issues_days": 30})
+    with app.app_context(), db.connection_context():
+        linked = Issue.in_workspace(SEED_WORKSPACE).where(Issue.pattern.is_null(False)).order_by(Issue.id).limit(5)
+        ids = [issue.id for issue in linked]
+        Issue.update(updated_at=utcnow()).where(Issue.workspace == SEED_WORKSPACE).execute()
+        Issue.update(updated_at=datetime.datetime(2020, 1, 1)).where(Issue.id.in_(ids)).execute()
+        events_before = Event.select().where(Event.workspace == SEED_WORKSPACE).count()
+    holder = sqlite3.connect(app.config["DATABASE_URL"][len("sqlite:///"):], isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: holder.execute("COMMIT")).start()
+    with app.app_context(), db.connection_context():
+        assert retention.prune(batch=2)[SEED_WORKSPACE]["issues"] == 5
+        assert Event.select().where(Event.workspace == SEED_WORKSPACE).count() > events_before
+    holder.close()
+    assert recount(app) == pattern_counts(app)
