@@ -54,7 +54,7 @@ class Issue(WorkspaceScoped, Fingerprinted, BaseModel):
             (("pattern", "created_at", "id"), False),
             (("workspace", "source", "external_id"), True),
             (("workspace", "fingerprint_domain", "fingerprint_root_cause"), False),
-        )
+        )  # and "issue_waiting", partial: the unlinked ones similarity may pair (migration 0019)
 
     @property
     def link(self):

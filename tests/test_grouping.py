@@ -341,3 +341,18 @@ def test_a_waiting_issue_joins_a_pattern_formed_after_it_arrived(app, client, au
     adopted = issue(client, headers, w)
     assert adopted["pattern_id"] == formed
     assert adopted["detection"]["method"] == "similarity" and adopted["detection"]["score"] >= threshold
+
+
+def test_the_waiting_issues_are_read_through_their_own_index(app):
+    """Placement reads a workspace's most recent waiting issues on every write: by the partial
+    index of them, not by walking the workspace's issues (linked ones are most of them)."""
+    from conftest import ON_POSTGRES
+
+    with app.app_context(), db.connection_context():
+        index = similarity.Index(SEED_WORKSPACE)
+        sql, params = index.waiting_query.sql()
+        if ON_POSTGRES:
+            assert db.execute_sql("SELECT 1 FROM pg_indexes WHERE indexname = 'issue_waiting'").fetchone()
+        else:
+            plan = " ".join(str(row) for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+            assert "USING INDEX issue_waiting" in plan, plan

@@ -302,13 +302,14 @@ class Index:
             self.sums[pattern.id] = np.frombuffer(bytes(pattern.centroid), np.float32).astype(np.float64)
             self.source_weights[pattern.id] = collections.Counter(pattern.source_weights or {})
         self._patterns, self._stale = _Rows(max(64, len(self.sums))), set(self.sums)
-        # A person's unlinking pins an issue where it is: it never waits to be paired.
-        waiting = (Issue.select(Issue.id, Issue.source, Issue.embedding)
-                   .where((Issue.workspace == workspace_id) & Issue.pattern.is_null() & ~Issue.pinned
-                          & Issue.embedding.is_null(False))
-                   .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(WAITING_LIMIT))
+        # A person's unlinking pins an issue where it is: it never waits to be paired. The
+        # condition is the partial index "issue_waiting"'s (migration 0019).
+        self.waiting_query = (Issue.select(Issue.id, Issue.source, Issue.embedding)
+                              .where((Issue.workspace == workspace_id) & Issue.pattern.is_null() & ~Issue.pinned
+                                     & Issue.embedding.is_null(False))
+                              .order_by(Issue.created_at.desc(), Issue.id.desc()).limit(WAITING_LIMIT))
         self.waiting = {issue.id: (issue.source, representation.decode_one(issue.embedding))
-                        for issue in reversed(list(waiting))}
+                        for issue in reversed(list(self.waiting_query))}
         self._waiting_rows, self._waiting_stale = _Rows(WAITING_LIMIT + 64), set(self.waiting)
 
     def centred(self, vector, source):
