@@ -30,7 +30,7 @@ from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
 from . import mail
 
-from models import alerts, db, predictions, webhooks
+from models import alerts, db, predictions, retention, webhooks
 from models import events as outbox
 from models.base import is_postgres
 
@@ -187,6 +187,16 @@ def recompute_predictions():
     with _context():
         changed = in_background(predictions.recompute_all)
     log.info("predictions recomputed: %d rows changed", sum(changed.values()))
+
+
+@huey.periodic_task(crontab(minute="17", hour="3"), retries=0)
+@huey.lock_task("causeloop-prune")
+def prune_expired():
+    """Every workspace's data retention applied, daily at 03:17 UTC (what `flask prune` does),
+    in short transactions at a lower priority; only the `flask worker` consumer schedules it."""
+    with _context():
+        done = in_background(retention.prune)
+    log.info("pruned: %s", {workspace_id: counts for workspace_id, counts in done.items() if any(counts.values())})
 
 
 BACKGROUND_NICENESS = 10

@@ -223,6 +223,7 @@ def test_the_worker_recomputes_every_workspaces_predictions_on_its_schedule(app)
 
     quarter_hour = datetime.datetime(2026, 1, 1, 12, 15)
     assert [task.name for task in tasks.huey.read_periodic(quarter_hour)] == ["recompute_predictions"]
+    assert [task.name for task in tasks.huey.read_periodic(datetime.datetime(2026, 1, 1, 3, 17))] == ["prune_expired"]
     assert not tasks.huey.read_periodic(quarter_hour + datetime.timedelta(minutes=1))
     with app.app_context(), db.connection_context():
         Prediction.update(probability=0.0).where(Prediction.workspace == OTHER_WORKSPACE).execute()

@@ -142,3 +142,17 @@ def test_a_prune_that_waits_for_the_write_lock_still_records_its_events(app, cli
         assert Event.select().where(Event.workspace == SEED_WORKSPACE).count() > events_before
     holder.close()
     assert recount(app) == pattern_counts(app)
+
+
+def test_the_worker_prunes_daily(app, client, auth):
+    from app import tasks
+
+    headers = auth()
+    assert client.patch("/v1/settings/data-retention", headers=headers, json={"issues_days": 1}).status_code == 200
+    with app.app_context(), db.connection_context():
+        old = Issue.select().where(Issue.workspace == SEED_WORKSPACE).count()
+        Issue.update(updated_at=utcnow() - datetime.timedelta(days=2)).where(Issue.workspace == SEED_WORKSPACE).execute()
+    with app.app_context():
+        tasks.prune_expired.call_local()
+    with app.app_context(), db.connection_context():
+        assert old and not Issue.select().where(Issue.workspace == SEED_WORKSPACE).exists()
