@@ -111,6 +111,14 @@ def test_two_workers_share_one_limit_through_redis(redis_url, tmp_path):
            "DATABASE_URL": TEST_DATABASE_URL if ON_POSTGRES else f"sqlite:///{tmp_path / 'redis.db'}"}
     proc, base = run_procfile_web(env)
     try:
+        # Both workers serving first (/health is not rate limited): the server answers as soon
+        # as one has booted, and a lone worker would take all 50 requests.
+        deadline, serving = time.monotonic() + 30, set()
+        while len(serving) < 2 and time.monotonic() < deadline:
+            requests.get(base + "/health", headers={"Connection": "close"}, timeout=5)
+            proc.log.seek(0)
+            serving = set(re.findall(r"pid=(\d+) method=GET path=/health ", proc.log.read().decode()))
+        assert len(serving) == 2, "the second worker never served"
         statuses = []
         for n in range(50):
             # A fresh connection each time, so both workers take requests.
