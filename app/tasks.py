@@ -202,16 +202,30 @@ def prune_expired():
 BACKGROUND_NICENESS = 10
 
 
+def _lower_priority():
+    """This thread to the lowest CPU priority the system offers without privileges: Linux's
+    SCHED_IDLE (any other thread that wakes preempts it, whatever its process or session's
+    autogroup, and it keeps a sliver of CPU under full load, so it is slowed, never starved);
+    elsewhere a nice of 10. On Linux both are a thread's, not its process's."""
+    me = threading.get_native_id()
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(me, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError:  # a sandbox refusing the call: niceness still works
+            pass
+    if hasattr(os, "setpriority"):  # never up: raising a priority takes privileges
+        os.setpriority(os.PRIO_PROCESS, me, max(BACKGROUND_NICENESS, os.getpriority(os.PRIO_PROCESS, me)))
+
+
 def in_background(function, *args):
-    """function(*args) in a thread of its own at a lower CPU priority (on Linux, niceness is a
-    thread's: the worker's other threads, and web processes on the same machine, come first),
-    in the caller's app context; returns its result."""
+    """function(*args) in a thread of its own at the lowest CPU priority (the worker's other
+    threads, and web processes on the same machine, come first), in the caller's app context;
+    returns its result."""
     app, result = current_app._get_current_object(), {}
 
     def run():
-        if hasattr(os, "setpriority"):  # never up: raising a priority takes privileges
-            me = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, me, max(BACKGROUND_NICENESS, os.getpriority(os.PRIO_PROCESS, me)))
+        _lower_priority()
         with app.app_context():
             try:
                 result["value"] = function(*args)

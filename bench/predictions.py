@@ -15,9 +15,10 @@ periodic recompute (app/tasks.py: recompute_predictions), at steady state and fr
 Prints figures, asserts nothing.
 
     .venv/bin/python bench/predictions.py [--patterns 400] [--issues 60000] [--seed 1]
-    .venv/bin/python bench/predictions.py --scale [--database-url postgresql://...]
+    .venv/bin/python bench/predictions.py --scale [--busy 1] [--database-url postgresql://...]
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -113,7 +114,7 @@ def scale(args):
             timings.append(time.perf_counter() - started)
     print(f"write-path recompute of one pattern ({busiest}): {1000 * min(timings):.1f} ms (best of 5)")
     if args.database_url is None:
-        reads_during_recompute(url, made["owner_id"], busiest)
+        reads_during_recompute(url, made["owner_id"], busiest, args.busy)
 
 
 PERIODIC_TASK = """
@@ -125,28 +126,36 @@ sys.stdin.readline()
 with app.app_context():
     tasks.recompute_predictions.call_local()
 """
-READ_ROUTES = ["/v1/issues?limit=25", "/v1/patterns?limit=25", "/v1/predictions?limit=25&window_days=7",
-               "/v1/predictions/summary?window=7d", "/v1/patterns/{pattern}", "/v1/issues?limit=25&severity=high"]
+READ_ROUTES = ["/v1/patterns/{pattern}", "/v1/issues?limit=25", "/v1/patterns?limit=25",
+               "/v1/predictions?limit=25&window_days=7", "/v1/predictions/summary?window=7d",
+               "/v1/issues/{issue}", "/v1/issues?limit=25&severity=high", "/v1/patterns/{pattern}/frequency?window=30d"]
 
 
-def reads_during_recompute(url, owner_id, pattern_id):
+def reads_during_recompute(url, owner_id, pattern_id, busy=0):
     """Lists and GETs against the Procfile's web process (2 workers), timed alone and while a
     warm worker process runs the periodic recompute task: first at steady state, then from
-    nothing (every prediction deleted, all rewritten)."""
+    nothing (every prediction deleted, all rewritten). `busy` processes spinning at normal
+    priority throughout stand for a machine with other work on it."""
     import subprocess
 
     import requests
 
     from app.auth import start_session
-    from models import ROLE_SCOPES, Prediction, db
+    from models import ROLE_SCOPES, Issue, Prediction, db
     from servers import web
 
     with open_app(url).app_context(), db.connection_context():
         token = start_session(owner_id, WORKSPACE, ROLE_SCOPES["owner"])["access_token"]
     env = {"DATABASE_URL": url, "JWT_SECRET": "bench-" + "x" * 40, "LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": "2",
            "RATE_LIMIT": "1000000/minute", "WORKER": "external"}
-    paths = [path.format(pattern=pattern_id) for path in READ_ROUTES]
-    with web(env) as (_, base), requests.Session() as session:
+    with db.connection_context():
+        issue_id = Issue.select(Issue.id).where(Issue.pattern == pattern_id).limit(1).scalar()
+    paths = [path.format(pattern=pattern_id, issue=issue_id) for path in READ_ROUTES]
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    if hogs:
+        print(f"{busy} busy loop(s) at normal priority throughout, alone and during")
+    with web(env) as (_, base), requests.Session() as session, contextlib.ExitStack() as stack:
+        stack.callback(lambda: [hog.kill() for hog in hogs])
         session.headers["Authorization"] = f"Bearer {token}"
 
         def one_round():
@@ -170,11 +179,11 @@ def reads_during_recompute(url, owner_id, pattern_id):
 
         for _ in range(20):
             one_round()  # warm caches
-        alone = rounds_while(lambda: False, 200)
         for label, reset in (("steady state", False), ("from nothing", True)):
             if reset:
                 with db.connection_context():
                     Prediction.delete().execute()
+            alone = rounds_while(lambda: False, 200)  # the same data the worker starts from
             # A warm worker process running its periodic task, as `flask worker` would.
             worker = subprocess.Popen([sys.executable, "-c", PERIODIC_TASK], cwd=ROOT, env={**os.environ, **env},
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -200,6 +209,8 @@ def main():
     parser.add_argument("--issues", type=int)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database-url")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="--scale: processes spinning at normal priority while reads are timed")
     args = parser.parse_args()
     if args.scale:
         args.patterns, args.issues = args.patterns or 10_000, args.issues or 1_000_000

@@ -1,5 +1,5 @@
 """Webhooks under load: outbound, 10,000 events fanned out to 5 receivers on loopback; inbound,
-signed deliveries from concurrent senders to 2 gunicorn workers.
+signed deliveries from concurrent senders to 2 gunicorn workers, at full tilt and at half of it.
 
 Outbound: the Procfile's web process (WORKER=external) and its worker process on a SQLite file;
 five threaded HTTP/1.1 receivers verifying every message with standardwebhooks, the last one
@@ -16,7 +16,9 @@ receiver got every event, each process's CPU seconds and the load average.
 
 Inbound: a `custom_api` connector (HMAC-SHA256 over "<t>.<body>"), `--inbound` signed deliveries
 from `--inbound-clients` concurrent senders (a new connection each, as webhook senders do) to
-gunicorn with 2 workers, on each of `--inbound-databases`. Three kinds, each timed on its own:
+gunicorn with 2 workers, on each of `--inbound-databases`; then half as many offered at half the
+throughput the senders reached (open loop: latency from when each delivery was due). Three kinds,
+each timed on its own:
   accepted    a new failure: verify, dedupe claim, ingestion with detection (representation,
               vocabulary, grouping), commit
   resolve     a delivery resolving an issue by external id: the same path without detection
@@ -257,7 +259,7 @@ def inbound(database_url, label, args):
         url = base + url[url.index("/v1/"):]
         run = f"in{int(time.time())}"
 
-        def deliver(kind_number):
+        def deliver(kind_number, due=None):
             kind, n = kind_number
             if kind == "resolve":
                 body = {"resolved_external_ids": [f"{run}-{n}"]}
@@ -269,7 +271,7 @@ def inbound(database_url, label, args):
             signed = {"Content-Type": "application/json", "Connection": "close",
                       "x-causeloop-signature": custom_api.sign(secret, raw, int(time.time())),
                       "Idempotency-Key": f"{run}-{kind if kind == 'resolve' else 'new'}-{n}"}
-            started = time.perf_counter()
+            started = time.perf_counter() if due is None else due  # open loop: from when it was due
             response = requests.post(url, data=raw, headers=signed, timeout=60)
             elapsed = time.perf_counter() - started
             want = {"accepted": 202, "resolve": 202, "duplicate": 200}[kind]
@@ -277,18 +279,37 @@ def inbound(database_url, label, args):
 
         print(f"inbound on {label}: {args.inbound} deliveries of each kind, {args.inbound_clients} concurrent "
               f"senders, a new connection each, gunicorn 2 workers; {load()}")
-        for kind in ("accepted", "resolve", "duplicate"):
-            cpu = cpu_seconds(server.pid, children=True)
-            started = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(args.inbound_clients) as pool:
-                results = list(pool.map(deliver, [(kind, n) for n in range(args.inbound)]))
-            elapsed = time.perf_counter() - started
+        def report(label, results, elapsed, cpu):
             latencies = [seconds for seconds, _, _ in results]
             wrong = [status for _, ok, status in results if not ok]
-            print(f"  {kind:9} {len(results) / elapsed:6,.0f} deliveries/s, p50 {ms(latencies, 0.5)}, "
+            print(f"  {label:27} {len(results) / elapsed:6,.0f} deliveries/s, p50 {ms(latencies, 0.5)}, "
                   f"p99 {ms(latencies, 0.99)}; server CPU {(cpu_seconds(server.pid, children=True) - cpu) / len(results) * 1000:.1f} ms "
                   f"a delivery{f'; UNEXPECTED statuses {sorted(set(wrong))} x{len(wrong)}' if wrong else ''}; {load()}",
                   flush=True)
+
+        # Each kind twice: closed loop (the senders at once, each sending again as soon as answered:
+        # throughput, and latency mostly as time queued), then open loop at half that throughput,
+        # deliveries due at even intervals whatever the answers (latency at a stated load, from
+        # when each was due). The open loop's deliveries are numbered after the closed loop's.
+        capacity = {}
+        for kind in ("accepted", "resolve", "duplicate"):
+            cpu, started = cpu_seconds(server.pid, children=True), time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(args.inbound_clients) as pool:
+                results = list(pool.map(deliver, [(kind, n) for n in range(args.inbound)]))
+            elapsed = time.perf_counter() - started
+            capacity[kind] = len(results) / elapsed
+            report(f"{kind}, {args.inbound_clients} senders at once", results, elapsed, cpu)
+
+            rate, count = capacity[kind] / 2, args.inbound // 2
+            cpu, futures = cpu_seconds(server.pid, children=True), []
+            with concurrent.futures.ThreadPoolExecutor(64) as pool:
+                started = time.perf_counter()
+                for i in range(count):
+                    due = started + i / rate
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                    futures.append(pool.submit(deliver, (kind, args.inbound + i), due))
+                results = [future.result() for future in futures]
+            report(f"{kind}, offered {rate:,.0f}/s", results, time.perf_counter() - started, cpu)
 
 
 def main():
