@@ -9,7 +9,9 @@ pattern events it causes). Commit → delivery is the outbox event's time to the
 it (one clock), measured in three phases, each waiting for the one before to drain:
   burst    `--events` written as fast as ingestion commits them (the rate is printed); the
            latency is then mostly time queued behind the burst
-  rate     events offered at `--rate` per second for `--rate-seconds`: latency at a stated load
+  rate     as many events again (`--events`), offered evenly at `--rate` records a second; by
+           default at 60 % of the delivery throughput the burst reached (the rate is printed):
+           latency at a stated load below capacity
   trickle  one write every 200 ms: latency with no backlog
 Prints deliveries/s, p50/p99 per phase (all receivers, and the healthy ones only), whether every
 receiver got every event, each process's CPU seconds and the load average.
@@ -25,7 +27,7 @@ each timed on its own:
   duplicate   a redelivery of an accepted id: verify and the dedupe lookup only
 Asserts nothing.
 
-    .venv/bin/python bench/webhooks.py [--events 10000] [--rate 100] [--inbound 2000]
+    .venv/bin/python bench/webhooks.py [--events 10000] [--rate RECORDS_PER_S] [--inbound 2000]
                                        [--skip-outbound] [--skip-inbound]
 """
 import argparse
@@ -201,11 +203,13 @@ def outbound(args):
             while outbox_count(database) - total < args.events:
                 sent += ingest(base, headers, 200, sent)
 
-        def offered():
+        def offered(rate):
             nonlocal sent
-            per_tick, tick = max(1, round(args.rate / 20)), 0.05  # records every 50 ms
-            started = time.perf_counter()
-            for n in range(int(args.rate_seconds / tick)):
+            per_tick, tick = max(1, round(rate / 20)), 0.05  # records every 50 ms
+            started, first = time.perf_counter(), total
+            for n in range(10**9):
+                if outbox_count(database) - first >= args.events:
+                    break
                 sent += ingest(base, headers, per_tick, sent)
                 time.sleep(max(0.0, started + (n + 1) * tick - time.perf_counter()))
 
@@ -215,9 +219,13 @@ def outbound(args):
                 time.sleep(0.2)
 
         try:
+            sent_before = sent
             phase("burst", burst, args.timeout)
-            if args.rate:
-                phase(f"rate {args.rate}/s", offered, args.timeout)
+            # The burst's records over the time the healthy receivers took to get all their events:
+            # the records a second whose deliveries the worker keeps up with.
+            rate = args.rate or round(0.6 * (sent - sent_before) / phases["burst"][2][0])
+            if rate:
+                phase(f"rate {rate} records/s", lambda: offered(rate), args.timeout)
             if args.trickle:
                 phase("trickle", trickle, 60)
         finally:
@@ -320,8 +328,8 @@ def main():
     parser.add_argument("--flaky", type=float, default=0.2, help="share of requests the last receiver fails")
     parser.add_argument("--retry-scale", type=float, default=0.002)
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for a phase's deliveries")
-    parser.add_argument("--rate", type=int, default=100, help="events/s offered in the rate phase (0: skip it)")
-    parser.add_argument("--rate-seconds", type=float, default=20)
+    parser.add_argument("--rate", type=int, default=0,
+                        help="records/s offered in the rate phase (default: 60 %% of the burst's delivery throughput)")
     parser.add_argument("--trickle", type=int, default=50, help="single writes after the burst, for idle latency")
     parser.add_argument("--inbound", type=int, default=1000, help="inbound deliveries of each kind")
     parser.add_argument("--inbound-clients", type=int, default=8)
