@@ -265,14 +265,20 @@ class StrictInteger(ma.fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+# Every character either regex engine calls a space: the document's patterns are read by
+# ECMAScript's rules (JSON Schema) and the server's by Python's, and their `\s` differ (Python's
+# includes U+001C-U+001F and U+0085, ECMAScript's U+FEFF). Patterns name this class instead.
+SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+
 class HttpUrl(ma.fields.String):
     """An absolute http(s) URL of at most 2,048 characters, checked by the one expression the
     document shows: a host name or IP literal, an optional port, then no space or control
-    character."""
+    character (nor a C1 control)."""
 
     _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     PATTERN = (rf"^https?://(?:(?:{_LABEL}\.)*{_LABEL}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
-               r"(?:[/?#][^\s\x00-\x1f\x7f]*)?$")
+               rf"(?:[/?#][^{SPACE}\x00-\x1f\x7f-\x9f]*)?$")
 
     def __init__(self, **kwargs):
         super().__init__(validate=[ma.validate.Length(max=2048), ma.validate.Regexp(
@@ -287,12 +293,12 @@ class CommaList(ma.fields.Field):
 
     MAX_ITEMS = 100
     # A value: no comma, no NUL (no database stores it), no space at either end.
-    ANY_ITEM = r"[^,\s\x00](?:[^,\x00]*[^,\s\x00])?"
+    ANY_ITEM = rf"[^,{SPACE}\x00](?:[^,\x00]*[^,{SPACE}\x00])?"
 
     def __init__(self, choices=None, **kwargs):
         self.choices = tuple(choices) if choices else None
         item = "(?:" + "|".join(map(re.escape, self.choices)) + ")" if self.choices else self.ANY_ITEM
-        self.pattern = rf"^[\s,]*{item}(?:\s*,[\s,]*{item}){{0,{self.MAX_ITEMS - 1}}}[\s,]*$"
+        self.pattern = rf"^[{SPACE},]*{item}(?:[{SPACE}]*,[{SPACE},]*{item}){{0,{self.MAX_ITEMS - 1}}}[{SPACE},]*$"
         metadata = kwargs.pop("metadata", {})
         if self.choices:
             metadata.setdefault("description", "Comma-separated, any of: " + ", ".join(self.choices))

@@ -6,7 +6,7 @@ import marshmallow as ma
 from flask import current_app, url_for
 from flask.views import MethodView
 
-from app.api import Blueprint, Timestamp
+from app.api import SPACE, Blueprint, Timestamp
 from app.auth import current_principal
 from app.extensions import protector
 from app.pagination import list_schema
@@ -25,7 +25,7 @@ ID_FORMAT = r"^[a-z]{2,10}_[0-9A-Za-z]{1,36}$"
 SCOPE = ma.validate.Regexp(r"^(global|pattern:pat_[0-9A-Za-z]{1,36})$",
                            error='Must be "global" or "pattern:<pattern id>".')
 CHANNEL_FIELDS = {"in_app": (), "webhook": ("endpoint_id",), "slack": ("url",), "email": ("to",)}
-URL_TAIL = r"[^\s\x00-\x1f\x7f-\x9f]*$"
+URL_TAIL = rf"[^{SPACE}\x00-\x1f\x7f-\x9f]*$"
 LOOPBACK_URL = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/" + URL_TAIL)
 
 

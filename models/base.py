@@ -5,6 +5,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from urllib.parse import urlsplit
 
 import peewee as pw
@@ -41,21 +42,26 @@ class WriterTurns:
 
     def __init__(self, path, timeout_s):
         self.path, self.timeout_s = path + "-writers", timeout_s
-        self._pid, self._local = None, threading.local()
+        self._local, self._threads, self._fd = threading.local(), threading.Lock(), None
+        _writer_turns.add(self)
 
-    def _own_process(self):
-        if self._pid != os.getpid():  # new, or forked: a file descriptor inherited is the parent's lock
-            self._threads, self._file, self._pid = threading.Lock(), open(self.path, "a+b"), os.getpid()
+    def _forked(self):
+        """In a forked child (one thread, at fork time): the parent's open file is the parent's
+        lock, and a thread lock held at the fork would stay held; both made afresh."""
+        self.close()
+        self._local, self._threads = threading.local(), threading.Lock()
 
     def acquire(self):
-        self._own_process()
         deadline = time.monotonic() + self.timeout_s
         if not self._threads.acquire(timeout=self.timeout_s):
             raise pw.OperationalError("database is locked (waited for this process's writers)")
+        if self._fd is None:  # opened by the process's first writer, under the thread lock
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._closer = weakref.finalize(self, os.close, self._fd)
         pause = self.POLL_S[0]
         while True:
             try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -65,17 +71,21 @@ class WriterTurns:
                 pause = min(pause * 2, self.POLL_S[1])
         self._local.held = True
 
-    def close(self):
-        if self._pid == os.getpid():
-            self._file.close()
-            self._pid = None
-
     def release(self):
         """Idempotent: a failed COMMIT's ROLLBACK releases too."""
         if getattr(self._local, "held", False):
             self._local.held = False
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._threads.release()
+
+    def close(self):
+        if self._fd is not None:
+            self._closer()
+            self._fd = None
+
+
+_writer_turns = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [turns._forked() for turns in list(_writer_turns)])
 
 
 class QueuedSqliteDatabase(PooledSqliteDatabase):
@@ -170,8 +180,13 @@ def prepared(name, build, **values):
 
 def prepared_rows(name, build, **values):
     """As prepared(), but the rows as the driver returns them (tuples, no field conversions)."""
+    return prepared_cursor(name, build, **values).fetchall()
+
+
+def prepared_cursor(name, build, **values):
+    """As prepared(), for any query (a write too): the driver's cursor, once run."""
     _, sql, params = _compiled(name, build, values)
-    return db.execute_sql(sql, params).fetchall()
+    return db.execute_sql(sql, params)
 
 
 def _compiled(name, build, values):

@@ -30,7 +30,8 @@ from flask import current_app
 
 from . import events
 from .accounts import User, Workspace
-from .base import BaseModel, Conflict, RuleViolation, WorkspaceScoped, db, utcnow
+from .base import (BaseModel, Conflict, RuleViolation, WorkspaceScoped, db, prepared, prepared_cursor,
+                   prepared_rows, utcnow)
 from .ingest import ingest
 from .issues import DONE_STATUSES, Issue
 
@@ -178,7 +179,9 @@ class Connector(WorkspaceScoped, BaseModel):
     def for_delivery(cls, connector_id):
         """The enabled connector a delivery is addressed to, or None (unknown and disabled
         read the same to the sender)."""
-        return cls.get_or_none((cls.id == connector_id) & cls.enabled)
+        found = list(prepared("Connector.for_delivery", lambda connector_id: (
+            cls.select().where((cls.id == connector_id) & cls.enabled).limit(1)), connector_id=connector_id))
+        return found[0] if found else None
 
     def receive(self, parsed, records):
         """Store one verified delivery: its records as issues (through ingestion: dedupe,
@@ -253,9 +256,11 @@ class InboundDelivery(BaseModel):
 
     @classmethod
     def seen(cls, connector_id, delivery_id):
-        cutoff = utcnow() - DELIVERY_RETENTION
-        return cls.select().where((cls.connector == connector_id) & (cls.delivery_id == delivery_id)
-                                  & (cls.received_at >= cutoff)).exists()
+        return bool(prepared_rows("InboundDelivery.seen", lambda connector_id, delivery_id, cutoff: (
+            cls.select(pw.SQL("1")).where((cls.connector == connector_id) & (cls.delivery_id == delivery_id)
+                                          & (cls.received_at >= cutoff)).limit(1)),
+            connector_id=connector_id, delivery_id=delivery_id,
+            cutoff=cls.received_at.db_value(utcnow() - DELIVERY_RETENTION)))
 
     @classmethod
     def claim(cls, connector_id, delivery_id):
@@ -263,9 +268,12 @@ class InboundDelivery(BaseModel):
         claim of the same id waits at the unique index for the first to commit (then finds it)
         or roll back (then records it)."""
         now = utcnow()
-        cls.delete().where(cls.received_at < now - DELIVERY_RETENTION).execute()
-        cursor = db.execute(cls.insert(connector=connector_id, delivery_id=delivery_id, received_at=now)
-                            .on_conflict_ignore())
+        prepared_cursor("InboundDelivery.forget", lambda cutoff: cls.delete().where(cls.received_at < cutoff),
+                        cutoff=cls.received_at.db_value(now - DELIVERY_RETENTION))
+        cursor = prepared_cursor("InboundDelivery.claim", lambda connector_id, delivery_id, received_at: (
+            cls.insert(connector=connector_id, delivery_id=delivery_id, received_at=received_at)
+            .on_conflict_ignore()), connector_id=connector_id, delivery_id=delivery_id,
+            received_at=cls.received_at.db_value(now))
         return cursor.rowcount == 1
 
 

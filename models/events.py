@@ -59,12 +59,14 @@ def _serialize(value):
 
 def _reserve(workspace_id, count):
     """Take the next `count` numbers of the workspace's sequence; returns the first."""
-    updated = (EventCounter.update(last_seq=EventCounter.last_seq + count)
-               .where(EventCounter.workspace == workspace_id).execute())
-    if not updated:
-        EventCounter.insert(workspace=workspace_id, last_seq=count).on_conflict(
-            conflict_target=[EventCounter.workspace],
-            update={EventCounter.last_seq: EventCounter.last_seq + count}).execute()
+    updated = prepared_rows("EventCounter.reserve", lambda workspace_id, count: (
+        EventCounter.update(last_seq=EventCounter.last_seq + count).where(EventCounter.workspace == workspace_id)
+        .returning(EventCounter.last_seq)), workspace_id=workspace_id, count=count)
+    if updated:
+        return updated[0][0] - count + 1
+    EventCounter.insert(workspace=workspace_id, last_seq=count).on_conflict(  # the workspace's first event
+        conflict_target=[EventCounter.workspace],
+        update={EventCounter.last_seq: EventCounter.last_seq + count}).execute()
     return EventCounter.get_by_id(workspace_id).last_seq - count + 1
 
 

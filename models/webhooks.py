@@ -44,7 +44,7 @@ from standardwebhooks.webhooks import Webhook
 from . import events
 from .accounts import Workspace
 from .base import (BaseModel, NotFound, RuleViolation, WorkspaceScoped, db, for_update, insert_rows, is_postgres,
-                   new_id, update_rows, utcnow)
+                   new_id, prepared_rows, update_rows, utcnow)
 from .events import Event
 
 log = logging.getLogger("causeloop.webhooks")
@@ -483,8 +483,10 @@ class WebhookDelivery(WorkspaceScoped, BaseModel):
 
 def has_endpoints(workspace_id):
     """Whether any endpoint of the workspace may receive: one indexed read after each write."""
-    return (WebhookEndpoint.select(WebhookEndpoint.id)
-            .where((WebhookEndpoint.workspace == workspace_id) & WebhookEndpoint.disabled_at.is_null()).exists())
+    return bool(prepared_rows("WebhookEndpoint.has_endpoints", lambda workspace_id: (
+        WebhookEndpoint.select(pw.SQL("1")).where((WebhookEndpoint.workspace == workspace_id)
+                                                   & WebhookEndpoint.disabled_at.is_null()).limit(1)),
+        workspace_id=workspace_id))
 
 
 def fan_out(workspace_id=None, limit=1000):

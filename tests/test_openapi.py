@@ -106,3 +106,29 @@ def test_plain_http_on_the_stream_is_a_documented_400(client):
     assert response.status_code == 400
     assert "WebSocket" in response.get_json()["error"]["message"]
     assert "400" in spec_of(client)["paths"]["/v1/stream"]["get"]["responses"]
+
+
+def test_patterns_mean_the_same_to_the_document_and_the_server(client, auth):
+    """The document's patterns are ECMAScript regexes, the server's Python ones: their `\\s`,
+    `\\d`, `\\w` and `\\b` differ outside ASCII (Python's `\\s` takes U+0085, ECMAScript's
+    U+FEFF), so no pattern may use them; a generator once sent U+0085 in a URL's path."""
+    patterns = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.append(node["pattern"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec_of(client))
+    assert patterns
+    assert [p for p in patterns if re.search(r"(?<!\\)(?:\\\\)*\\[sSdDwWbB]", p)] == []
+    for space in ("\x1c", "\x85", "\ufeff", "\u2028"):
+        response = client.post("/v1/issues", headers=auth(), json={
+            "title": "A URL with a space-like character", "external_url": f"https://a.example/x{space}y"})
+        assert response.status_code == 400, repr(space)
+        assert "external_url" in response.get_json()["error"]["details"]
