@@ -70,6 +70,30 @@ def app(make_app):
 
 
 @pytest.fixture
+def insecure_app(make_app):
+    """Loopback receivers allowed (a webhook endpoint or Slack channel may name a local
+    stand-in), links to a known app, a short sweep grace."""
+    app = make_app(WEBHOOKS_ALLOW_INSECURE=True, APP_URL="https://app.causeloop.test/", WEBHOOK_SWEEP_S=0.1)
+    if ON_POSTGRES:
+        fixtures.load_seed(reset=True)
+    return app
+
+
+@pytest.fixture
+def stand_ins():
+    """stand_ins(Kind, *args): a local receiver (anything with close()), closed after the test."""
+    made = []
+
+    def make(kind, *args):
+        made.append(kind(*args))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

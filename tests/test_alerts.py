@@ -250,28 +250,8 @@ class SlackStandIn:
 
 
 @pytest.fixture
-def slack():
-    made = []
-
-    def make(respond=None):
-        made.append(SlackStandIn(respond))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
-
-
-@pytest.fixture
-def insecure_app(make_app):
-    """Loopback receivers allowed (a Slack channel may name the stand-in), links to a known app."""
-    from conftest import ON_POSTGRES
-    import fixtures
-
-    app = make_app(WEBHOOKS_ALLOW_INSECURE=True, APP_URL="https://app.causeloop.test/", WEBHOOK_SWEEP_S=0.1)
-    if ON_POSTGRES:
-        fixtures.load_seed(reset=True)
-    return app
+def slack(stand_ins):
+    return lambda respond=None: stand_ins(SlackStandIn, respond)
 
 
 def rows(app, model=AlertDelivery, *where):

@@ -93,27 +93,8 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
-    made = []
-
-    def make(respond=None):
-        made.append(Receiver(respond))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
-
-
-@pytest.fixture
-def insecure_app(make_app):
-    from conftest import ON_POSTGRES
-    import fixtures
-
-    app = make_app(WEBHOOKS_ALLOW_INSECURE=True)
-    if ON_POSTGRES:
-        fixtures.load_seed(reset=True)
-    return app
+def receiver(stand_ins):
+    return lambda respond=None: stand_ins(Receiver, respond)
 
 
 def create(client, headers, url="https://93.184.215.14/hooks", events=("*",), **extra):
