@@ -8,7 +8,7 @@ import peewee as pw
 
 from . import audit, events
 from .accounts import AuthSession, RefreshToken, Workspace
-from .base import SQLITE_PRAGMAS, BaseModel, RuleViolation, for_update, is_postgres, utcnow
+from .base import BaseModel, RuleViolation, for_update, is_postgres, utcnow
 
 AUDIT_MINIMUM_DAYS = 365
 FIELDS = ("issues_days", "activity_days", "audit_days")
@@ -17,15 +17,10 @@ PRUNE_BATCH = 500  # most rows per transaction
 # unlink costs more than a session's delete, and more under load).
 TRANSACTION_TARGET_S = 0.05
 FIRST_BATCH = 50  # rows in a first transaction, before one has been timed
-# SQLite: the rest after each transaction. A writer waiting for the write lock polls for it
-# (SQLite's busy handler, every 1 to 100 ms) and gets it only if it is free when it looks;
-# without a pause the prune takes it back first, batch after batch, and the writer waits on.
+# SQLite: the rest after each transaction. A writer in another process asks for its turn
+# (models.base.WriterTurns) every millisecond at most; without a pause the prune takes its next
+# turn first, batch after batch, and the writer waits on.
 SQLITE_PAUSE_S = 0.05
-# SQLite: the prune itself asks for the lock every millisecond (for up to the busy timeout),
-# or a client writing back to back would leave it a free lock only between its requests, which
-# the busy handler's back-off (100 ms between looks) mostly misses.
-SQLITE_LOCK_POLL_S = 0.001
-SQLITE_LOCK_WAIT_S = 10
 
 
 class RetentionBelowMinimum(RuleViolation):
@@ -111,37 +106,10 @@ def _in_batches(step, most, timings):
 def _transaction(timings):
     """events.transaction(), timed from when it holds the write lock (SQLite takes it at the
     start) to its commit."""
-    transaction = events.transaction()
-    if is_postgres():
-        transaction.__enter__()
-    else:
-        _take_write_lock(transaction)
-    began = time.monotonic()
-    try:
+    with events.transaction():
+        began = time.monotonic()
         yield
-    except BaseException as error:
-        transaction.__exit__(type(error), error, error.__traceback__)
-        raise
-    transaction.__exit__(None, None, None)
     timings.append(time.monotonic() - began)
-
-
-def _take_write_lock(transaction):
-    """Enter `transaction` (BEGIN IMMEDIATE on SQLite), asking every SQLITE_LOCK_POLL_S."""
-    from .base import db
-
-    deadline = time.monotonic() + SQLITE_LOCK_WAIT_S
-    db.execute_sql("PRAGMA busy_timeout = 0")
-    try:
-        while True:
-            try:
-                return transaction.__enter__()
-            except pw.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(SQLITE_LOCK_POLL_S)
-    finally:
-        db.execute_sql(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
 
 
 def _patterns_with_issues_before(workspace_id, cutoff):
